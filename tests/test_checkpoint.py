@@ -1,0 +1,150 @@
+"""Checkpoints: round trips with tiny models, and clear errors for every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from hwr.checkpoint import CheckpointError, load_checkpoint, make_metadata, read_metadata, save_checkpoint
+from hwr.model import ModelConfig, build_model, count_parameters
+from hwr.recognizer import DEFAULT_CHECKPOINT, Recognizer
+
+
+def tiny_checkpoint(path, arch="cnn", classes=None):
+    classes = classes or [str(d) for d in range(10)]
+    config = ModelConfig(arch=arch, num_classes=len(classes), widths=(4, 4, 8))
+    torch.manual_seed(0)
+    model = build_model(config)
+    meta = make_metadata(
+        name="tiny", config=config, classes=classes, normalization={"mean": 0.1307, "std": 0.3081},
+        preprocess={"recipe": "mnist", "stroke_width": 1.9}, metrics={"mnist-test": {"accuracy": 0.1}},
+    )
+    save_checkpoint(model, meta, path)
+    return model, meta
+
+
+@pytest.mark.parametrize("arch", ["cnn", "seed"])
+def test_round_trip_gives_identical_outputs(tmp_path, arch):
+    path = tmp_path / "m.safetensors"
+    model, meta = tiny_checkpoint(path, arch)
+    loaded, meta2 = load_checkpoint(path)
+    assert meta2 == meta
+    x = torch.randn(3, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        out = loaded(x)
+        assert out.shape == (3, 10) and torch.isfinite(out).all()
+        assert torch.allclose(model(x), out)
+    assert not loaded.training
+
+
+def test_metadata_has_everything_to_rebuild_and_use(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tiny_checkpoint(path)
+    meta = read_metadata(path)
+    for key in ("model", "classes", "normalization", "preprocess", "training", "metrics", "parent", "created", "torch_version"):
+        assert key in meta
+    assert meta["model"]["arch"] == "cnn"
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tiny_checkpoint(path)
+    tiny_checkpoint(path)  # overwrite
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_missing_file_names_the_file(tmp_path):
+    path = tmp_path / "nope.safetensors"
+    with pytest.raises(CheckpointError, match="nope.safetensors.*not found"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, 0.5, 0.99])
+def test_truncated_file_names_the_file(tmp_path, keep):
+    path = tmp_path / "cut.safetensors"
+    tiny_checkpoint(path)
+    data = path.read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else keep
+    path.write_bytes(data[:n])
+    with pytest.raises(CheckpointError, match="cut.safetensors"):
+        load_checkpoint(path)
+
+
+def test_garbage_and_pickle_files_are_refused_without_unpickling(tmp_path):
+    path = tmp_path / "evil.safetensors"
+    torch.save({"x": torch.zeros(1)}, path)  # a pickle: must never be unpickled
+    with pytest.raises(CheckpointError, match="evil.safetensors"):
+        load_checkpoint(path)
+    path.write_bytes(b"\x00" * 1000)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_mismatched_weights_name_the_problem(tmp_path):
+    path = tmp_path / "m.safetensors"
+    _, meta = tiny_checkpoint(path)
+    # metadata claims a wider model than the weights hold
+    bad_meta = dict(meta, model=dict(meta["model"], widths=[8, 8, 16]))
+    model = build_model(ModelConfig.from_dict(meta["model"]))
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata={"hwr": json.dumps(bad_meta)})
+    with pytest.raises(CheckpointError, match="do not match.*wrong shape"):
+        load_checkpoint(path)
+
+
+def test_wrong_class_count_and_missing_metadata(tmp_path):
+    path = tmp_path / "m.safetensors"
+    _, meta = tiny_checkpoint(path)
+    model = build_model(ModelConfig.from_dict(meta["model"]))
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"hwr": json.dumps(dict(meta, classes=["a", "b"]))})
+    with pytest.raises(CheckpointError, match="10 outputs but metadata lists 2"):
+        load_checkpoint(path)
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointError, match="not an hwr checkpoint"):
+        load_checkpoint(path)
+    save_file(tensors, str(path), metadata={"hwr": "{not json"})
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model, meta = tiny_checkpoint(path)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    save_checkpoint(model, meta, path)
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint(path)
+
+
+def test_recognizer_on_tiny_checkpoint(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tiny_checkpoint(path)
+    r = Recognizer.load(path)
+    img = np.zeros((64, 64), np.uint8)
+    img[10:50, 30:34] = 255
+    p = r.predict(img)
+    assert p.label in r.classes
+    assert list(p.probabilities) == sorted(p.probabilities, key=p.probabilities.get, reverse=True)
+    assert abs(sum(p.probabilities.values()) - 1) < 1e-5
+    assert p.model_input.shape == (28, 28) and p.model_input.dtype == np.float32
+    batch = r.predict_batch([img, img[::-1]])
+    assert len(batch) == 2 and batch[0].label == p.label
+
+
+def test_bundled_checkpoint_size_and_parameters():
+    if not DEFAULT_CHECKPOINT.exists():
+        pytest.skip("bundled checkpoint not trained yet")
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 5 * 1024 * 1024
+    model, meta = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert count_parameters(model) <= 1_000_000
+    assert meta["training"]["dataset"] == "mnist-train" and meta["training"]["n_train"] == 60000

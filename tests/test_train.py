@@ -1,0 +1,73 @@
+"""train.py --dry-run end to end, determinism, and the evaluate CLI on its output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwr.checkpoint import read_metadata
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(data_dir):
+    if not (data_dir / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST not found under {data_dir}")
+    return data_dir
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_trains_one_batch_and_writes_a_loadable_checkpoint(mnist_dir, tmp_path):
+    out = tmp_path / "dry.safetensors"
+    res = run("train.py", "--dry-run", "--no-progress", "--data-dir", str(mnist_dir), "--out", str(out), "--seed", "1")
+    assert res.returncode == 0, res.stderr
+    assert out.exists()
+    meta = read_metadata(out)
+    assert meta["training"]["dry_run"] is True and meta["classes"] == [str(d) for d in range(10)]
+    ev = run("-m", "hwr.evaluate", "--checkpoint", str(out), "--data-dir", str(mnist_dir), "--json", "--plot", str(tmp_path / "plots"))
+    assert ev.returncode == 0, ev.stderr
+    report = json.loads(ev.stdout)
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class", "confusion"):
+        assert key in report
+    assert (tmp_path / "plots" / "confusion.png").exists() and (tmp_path / "plots" / "mistakes.png").exists()
+
+
+def test_same_seed_same_weights(mnist_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"d{i}.safetensors"
+        res = run("train.py", "--dry-run", "--no-progress", "--data-dir", str(mnist_dir), "--out", str(out), "--seed", "3")
+        assert res.returncode == 0, res.stderr
+        outs.append(load_file(str(out)))
+    assert all((outs[0][k] == outs[1][k]).all() for k in outs[0])
+
+
+def test_missing_data_gives_clear_error(tmp_path):
+    res = run("train.py", "--dry-run", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors"))
+    # Without internet torchvision cannot download: a clear error, not a traceback.
+    if res.returncode == 0:
+        pytest.skip("this machine downloaded MNIST")
+    assert res.returncode == 2 and "MNIST not found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_evaluate_cli_on_missing_checkpoint(tmp_path):
+    res = run("-m", "hwr.evaluate", "--checkpoint", str(tmp_path / "nope.safetensors"), "--data-dir", str(tmp_path))
+    assert res.returncode == 2 and "nope.safetensors" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_states_defaults():
+    res = run("train.py", "--help")
+    assert res.returncode == 0
+    for flag in ("--dataset", "--data-dir", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--dry-run"):
+        assert flag in res.stdout
+    assert res.stdout.count("default") >= 10

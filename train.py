@@ -1,0 +1,189 @@
+"""Train a digit model from scratch, or fine-tune one on user corrections.
+
+    python train.py --data-dir ../shared/data                 # the bundled model's recipe
+    python train.py --dry-run --out /tmp/dry.safetensors      # one batch, for tests and CI
+    python train.py --init-from checkpoints/mnist-cnn.safetensors --corrections corrections \
+        --out checkpoints/finetuned.safetensors               # fine-tune on saved corrections
+
+Speed tricks (each one line):
+- the whole dataset is one uint8 tensor on the device; batches are index gathers, no DataLoader;
+- augmentation runs on whole batches as tensor ops (hwr/augment.py), no per-image PIL;
+- channels_last memory format: ~2.5x faster conv training on this CPU (measured: 0.27 s vs 0.69 s a batch of 256);
+- evaluation under torch.inference_mode with large batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hwr.augment import AugmentConfig
+from hwr.checkpoint import make_metadata, save_checkpoint
+from hwr.data import DATASETS, MNIST_NORMALIZATION, default_data_dir, load_dataset
+from hwr.evaluate import evaluate
+from hwr.finetune import FinetuneConfig, finetune
+from hwr.model import ModelConfig, build_model, count_parameters
+from hwr.preprocess import BOX_SIZE, FIELD_SIZE, MNIST_STROKE_WIDTH, PREPROCESS_VERSION
+from hwr.training import pick_device, seed_everything, train_one_epoch
+
+
+OUT_DEFAULT = "checkpoints/mnist-cnn.safetensors"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="mnist", choices=DATASETS, help="training data (default: mnist)")
+    ap.add_argument("--data-dir", default=str(default_data_dir()), help="data root (default: $HWR_DATA_DIR, else ./data; downloads if absent)")
+    ap.add_argument("--arch", default="cnn", choices=["cnn", "seed"], help="model architecture (default: cnn)")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 15; 3 when fine-tuning)")
+    ap.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: 3e-3; 3e-4 when fine-tuning)")
+    ap.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default: 5e-4)")
+    ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
+    ap.add_argument("--no-augment", action="store_true", help="turn off augmentation (default: augment)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model on the same machine (default: 0)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda if available)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's default (default: 0)")
+    ap.add_argument("--out", default=OUT_DEFAULT, help=f"checkpoint to write (default: {OUT_DEFAULT})")
+    ap.add_argument("--name", default=None, help="model name in the metadata (default: the --out file's stem)")
+    ap.add_argument("--dry-run", action="store_true", help="one training batch and one small evaluation batch, then save (default: off)")
+    ap.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars (default: shown)")
+    ft = ap.add_argument_group("fine-tuning on corrections (hwr/finetune.py)")
+    ft.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint and fine-tune (default: train from scratch)")
+    ft.add_argument("--corrections", metavar="DIR", help="corrections folder to fine-tune on (default: $HWR_CORRECTIONS_DIR, else ./corrections)")
+    ft.add_argument("--oversample", type=int, default=FinetuneConfig.oversample, help=f"times each correction is seen an epoch (default: {FinetuneConfig.oversample})")
+    ft.add_argument("--replay-ratio", type=float, default=FinetuneConfig.replay_ratio, help=f"original training images mixed in per correction image (default: {FinetuneConfig.replay_ratio})")
+    ft.add_argument("--holdout-frac", type=float, default=FinetuneConfig.holdout_frac, help=f"share of corrections held out to measure (default: {FinetuneConfig.holdout_frac})")
+    ft.add_argument("--max-mnist-drop", type=float, default=FinetuneConfig.max_mnist_drop, help=f"gate: largest allowed fall of MNIST test accuracy in points (default: {FinetuneConfig.max_mnist_drop})")
+    ft.add_argument("--force", action="store_true", help="write the checkpoint even if the gate fails (default: off)")
+    args = ap.parse_args(argv)
+    fine = args.init_from is not None
+    if args.epochs is None:
+        args.epochs = FinetuneConfig.epochs if fine else 15
+    if args.lr is None:
+        args.lr = FinetuneConfig.lr if fine else 3e-3
+    return args
+
+
+def run_finetune(args: argparse.Namespace, device: torch.device) -> int:
+    """--init-from: fine-tune on corrections, print before/after, save only if the gate passes (or --force)."""
+    corrections = args.corrections or os.environ.get("HWR_CORRECTIONS_DIR") or "corrections"
+    cfg = FinetuneConfig(
+        epochs=1 if args.dry_run else args.epochs, lr=args.lr, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, oversample=args.oversample,
+        replay_ratio=args.replay_ratio, holdout_frac=args.holdout_frac, max_mnist_drop=args.max_mnist_drop,
+        seed=args.seed,
+    )
+    try:
+        result = finetune(args.init_from, corrections, args.data_dir, cfg, device,
+                          progress=None if args.no_progress else lambda f, msg: print(f"[{100 * f:3.0f} %] {msg}", flush=True))
+    except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"
+    print(f"corrections: {result.n_corrections} ({result.n_train} to train, {result.n_holdout} held out); {result.seconds:.1f} s", flush=True)
+    for key in ("holdout_accuracy", "mnist_accuracy"):
+        print(f"{key:17s} before {fmt(result.before[key])}  after {fmt(result.after[key])}", flush=True)
+    print(result.reason, flush=True)
+    if not result.gate_passed and not args.force:
+        print("gate failed: checkpoint NOT written (use --force to write it anyway)", flush=True)
+        return 3
+    out = Path(args.out)
+    meta = dict(result.metadata, name=args.name or out.stem)
+    meta["training"]["command"] = "python train.py " + " ".join(sys.argv[1:])
+    save_checkpoint(result.model, meta, out)
+    print(f"saved {out}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    if args.init_from:
+        if args.out == OUT_DEFAULT:
+            print(f"error: fine-tuning would overwrite the bundled model; pass --out", file=sys.stderr)
+            return 2
+        return run_finetune(args, device)
+    generator = seed_everything(args.seed)
+    norm = dict(MNIST_NORMALIZATION)
+
+    try:
+        train = load_dataset(args.dataset, args.data_dir, train=True)
+        test = load_dataset(args.dataset, args.data_dir, train=False)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    images, labels = train.images.to(device), train.labels.to(device)  # (N, 28, 28) uint8, (N,)
+    if args.dry_run:
+        test.images, test.labels = test.images[:256], test.labels[:256]
+
+    config = ModelConfig(arch=args.arch, num_classes=len(train.classes))
+    model = build_model(config).to(device).to(memory_format=torch.channels_last)
+    epochs = 1 if args.dry_run else args.epochs
+    steps_per_epoch = 1 if args.dry_run else len(labels) // args.batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
+    )
+    augment = None if args.no_augment else AugmentConfig()
+    print(
+        f"training {args.arch} ({count_parameters(model):,} parameters) on {train.name} "
+        f"({len(labels):,} images) for {epochs} epoch(s) on {device}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+
+    history = []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        stats = train_one_epoch(
+            model, optimizer, scheduler, images, labels,
+            batch_size=args.batch_size, norm=norm, augment=augment, label_smoothing=args.label_smoothing,
+            generator=generator, max_batches=1 if args.dry_run else None,
+            progress=None if args.no_progress else f"epoch {epoch}/{epochs}",
+        )
+        metrics = evaluate(model, test.images, test.labels, test.classes, norm, device=device)
+        elapsed = time.perf_counter() - start
+        history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
+                        "test_accuracy": metrics["accuracy"], "seconds": round(elapsed, 1)})
+        print(f"epoch {epoch:3d}  train loss {stats['loss']:.4f} acc {stats['accuracy']:.4f}  "
+              f"test acc {metrics['accuracy']:.4f}  ({elapsed:.0f} s)", flush=True)
+
+    out = Path(args.out)
+    name = args.name or out.stem
+    meta = make_metadata(
+        name=name,
+        config=config,
+        classes=train.classes,
+        normalization=norm,
+        preprocess={"recipe": "mnist", "version": PREPROCESS_VERSION, "field_size": FIELD_SIZE,
+                    "box_size": BOX_SIZE, "stroke_width": MNIST_STROKE_WIDTH},
+        training={
+            "dataset": train.name, "n_train": len(labels), "epochs": epochs, "batch_size": args.batch_size,
+            "optimizer": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay, "schedule": "OneCycle",
+            "label_smoothing": args.label_smoothing, "augment": None if augment is None else vars(augment),
+            "seed": args.seed, "dry_run": args.dry_run, "device": str(device),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+            "seconds": round(time.perf_counter() - start, 1),
+            "command": "python train.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "history": history,
+        },
+        metrics={f"{test.name}": {k: metrics[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "n")}},
+        parent=None,
+    )
+    save_checkpoint(model, meta, out)
+    print(f"saved {out} (test accuracy {metrics['accuracy']:.4f})", flush=True)
+    print(json.dumps({"checkpoint": str(out), "test_accuracy": metrics["accuracy"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
