@@ -74,6 +74,9 @@ def save_checkpoint(model: nn.Module, metadata: dict[str, Any], path: str | os.P
         save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(metadata)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
