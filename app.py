@@ -1,0 +1,269 @@
+"""Draw a digit, see what the model predicts and what it saw, and correct it: the Gradio app.
+
+Layout and wiring only; the logic is in `hwr/app_logic.py`. Run with `python app.py`.
+Settings (environment): HWR_CHECKPOINT, HWR_CORRECTIONS_DIR, and Gradio's own
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. API endpoints: /predict and /save_correction.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from gradio.components.image_editor import EditorData
+from pydantic import ConfigDict, ValidationError
+
+from hwr import CheckpointError
+from hwr.app_logic import (
+    EMPTY_MESSAGE,
+    SAVED_MARK,
+    DigitApp,
+    InvalidDrawingError,
+    Settings,
+    check_upload,
+    malformed_sketch_message,
+    unknown_label_message,
+    unreadable_upload_message,
+)
+
+log = logging.getLogger("hwr.app")
+if __name__ == "__main__":  # before the model loads, so its log lines show
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
+
+CANVAS_SIZE = (400, 400)
+SKETCHPAD_HEIGHT = 540  # px: room for the 400 px canvas at 100 % or more, plus the toolbars
+BRUSH_RADIUS = 12  # px on the 400 px canvas: a 24 px stroke, easy with a mouse or a finger
+
+# --- Browser-side helpers -------------------------------------------------------------------------
+# Gradio 6's Sketchpad starts with no tool selected ("select the draw tool to start") and drops the
+# tool when cleared; and setting its value to None from Python can leave it stuck "processing".
+# So the canvas is cleared with its own "Clear canvas" button, and the brush is picked again after.
+# Buttons are found by their English aria-label, else by position (labels are translated in a few
+# locales).
+_SKETCHPAD_JS = """
+  const pad = () => document.querySelector('#sketchpad');
+  const brushButton = () => pad()?.querySelector('button[aria-label="Brush"]')
+      || pad()?.querySelector('.half-container:not(.right) button');
+  const clearButton = () => pad()?.querySelector('button[aria-label="Clear canvas"]')
+      || [...(pad()?.querySelectorAll('.top-panel button') ?? [])].pop();
+  // For `tries` x 100 ms, pick the brush whenever it is not picked: the tool is dropped a moment
+  // after a clear (the DOM updates later), and its button appears a moment after the page loads.
+  const keepBrush = (tries) => {
+    const brush = brushButton();
+    if (brush && !brush.classList.contains('highlight')) brush.click();
+    if (tries > 0) setTimeout(() => keepBrush(tries - 1), 100);
+  };
+  const clearCanvas = () => { const b = clearButton(); if (b) b.click(); keepBrush(15); };
+"""
+SELECT_BRUSH_JS = "() => {" + _SKETCHPAD_JS + "  keepBrush(50);\n}"
+CLEAR_CANVAS_JS = "() => {" + _SKETCHPAD_JS + "  clearCanvas();\n}"
+# After a save: clear the canvas and the chosen label if the message says it was saved.
+CLEAR_IF_SAVED_JS = (
+    "(message, label) => {" + _SKETCHPAD_JS
+    + f"  if (!(message || '').startsWith({json.dumps(SAVED_MARK)})) return label;\n"
+    + "  clearCanvas();\n  return null;\n}"
+)
+
+
+# --- Components that answer bad API input with a sentence (gr.Error), never a traceback ---------
+
+
+class _SketchPayload(EditorData):
+    """The Sketchpad's wire format; a payload of the wrong shape is a gr.Error, not a traceback."""
+
+    model_config = ConfigDict(title="EditorData")  # the same API schema as Gradio's own
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> EditorData:
+        try:
+            return EditorData.model_validate(obj, *args, **kwargs)
+        except ValidationError:
+            raise gr.Error(malformed_sketch_message(), print_exception=False) from None
+
+
+def guard_sketchpad(sketchpad: gr.Sketchpad) -> gr.Sketchpad:
+    """Make this Sketchpad answer unreadable or malformed API input with a clear gr.Error.
+
+    Wraps the instance rather than subclassing: Gradio writes a `.pyi` stub next to the module of
+    every Component subclass it sees defined (gradio/component_meta.py).
+    """
+    gradio_preprocess = sketchpad.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            for source in _image_sources(sketchpad, payload):
+                check_upload(source)  # before Gradio decodes anything
+            return gradio_preprocess(payload)
+        except Exception as exc:
+            log.warning("Unreadable drawing upload: %s", exc)
+            raise gr.Error(unreadable_upload_message(exc), print_exception=False) from None
+
+    sketchpad.data_model = _SketchPayload
+    sketchpad.preprocess = preprocess  # type: ignore[method-assign]
+    return sketchpad
+
+
+def _image_sources(sketchpad: gr.Sketchpad, payload: Any) -> list[Any]:
+    """The images in a payload: file paths (API clients) or bytes (the browser's blob uploads)."""
+    if payload is None:
+        return []
+    if payload.id is not None:  # the browser sent the images ahead, as blobs
+        parts = sketchpad.blob_storage.get(payload.id)
+        if parts is None:
+            return []
+        return [p for p in (parts.background, parts.composite, *parts.layers) if isinstance(p, bytes)]
+    parts = [payload.background, payload.composite, *(payload.layers or [])]
+    return [p.path for p in parts if p is not None and getattr(p, "path", None)]
+
+
+def guard_choice(radio: gr.Radio) -> gr.Radio:
+    """Make an unknown choice (from an API client) a gr.Error that lists the choices, no traceback."""
+    gradio_preprocess = radio.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return gradio_preprocess(payload)
+        except Exception:
+            choices = [str(value) for _, value in radio.choices]
+            raise gr.Error(unknown_label_message(payload, choices), print_exception=False) from None
+
+    radio.preprocess = preprocess  # type: ignore[method-assign]
+    return radio
+
+
+# --- Handlers: hwr.app_logic, with errors turned into messages -----------------------------------
+
+
+def friendly_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a bad drawing into a gr.Error sentence, and any bug into a short apology (logged)."""
+
+    @functools.wraps(handler)
+    def wrapped(*args: Any) -> Any:
+        try:
+            return handler(*args)
+        except InvalidDrawingError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception:
+            log.exception("Handler %s failed", handler.__name__)
+            raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from None
+
+    return wrapped
+
+
+try:
+    APP = DigitApp.from_settings(Settings.from_env())  # the model is loaded once per process
+except CheckpointError as exc:
+    raise SystemExit(f"Cannot start the app: {exc}") from None
+APP.warm_up()
+
+
+@friendly_errors
+def predict(sketch: dict | None) -> tuple[Any, Any]:
+    """The gr.Label value (top 3, or "Draw a digit") and the enlarged 28x28 model input."""
+    return APP.predict(sketch)
+
+
+@friendly_errors
+def save_correction(sketch: dict | None, label: str | None, last_saved_id: str | None) -> tuple[str, str | None]:
+    """Save the drawing as `label`: (message, the id "Undo last save" removes)."""
+    outcome = APP.save_correction(sketch, label)
+    return outcome.message, outcome.saved_id or last_saved_id
+
+
+@friendly_errors
+def undo(last_saved_id: str | None) -> tuple[str, None]:
+    """Delete the last saved correction."""
+    return APP.undo(last_saved_id), None
+
+
+def clear_outputs() -> tuple[str, None, None, str]:
+    """Reset the outputs: label "Draw a digit", no model view, no label chosen, no message.
+
+    The canvas itself is cleared in the browser (CLEAR_CANVAS_JS).
+    """
+    return EMPTY_MESSAGE, None, None, ""
+
+
+# analytics off: no telemetry and no version check, so nothing goes out at start-up.
+with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as demo:
+    gr.Markdown(APP.header())
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            sketch = gr.Sketchpad(
+                label="Draw a digit",
+                canvas_size=CANVAS_SIZE,
+                fixed_canvas=True,
+                brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"], color_mode="fixed"),
+                eraser=gr.Eraser(default_size=BRUSH_RADIUS * 2),
+                layers=False,
+                transforms=(),
+                image_mode="RGBA",
+                type="numpy",
+                buttons=[],
+                height=SKETCHPAD_HEIGHT,
+                elem_id="sketchpad",
+            )
+            guard_sketchpad(sketch)
+            with gr.Row():
+                predict_button = gr.Button("Predict", variant="primary", elem_id="predict-button")
+                clear_button = gr.Button("Clear", elem_id="clear-button")
+        with gr.Column(scale=2, min_width=280):
+            prediction = gr.Label(
+                value=EMPTY_MESSAGE, num_top_classes=3, label="Prediction", elem_id="prediction"
+            )
+            model_view = gr.Image(
+                label="What the model sees (28×28)",
+                type="numpy",
+                format="png",
+                interactive=False,
+                height=224,
+                width=224,
+                buttons=[],
+                elem_id="model-view",
+            )
+            correct_label = gr.Radio(choices=APP.classes, label="Wrong? It is:", elem_id="correct-label")
+            guard_choice(correct_label)
+            with gr.Row():
+                save_button = gr.Button("Save correction", elem_id="save-button")
+                undo_button = gr.Button("Undo last save", elem_id="undo-button")
+            message = gr.Markdown(elem_id="message")
+    last_saved_id = gr.State(None)
+
+    demo.load(None, js=SELECT_BRUSH_JS)  # draw at once, without first clicking the brush tool
+    sketch.change(
+        predict,
+        inputs=sketch,
+        outputs=[prediction, model_view],
+        trigger_mode="always_last",
+        show_progress="hidden",
+        concurrency_limit=4,
+        api_name="predict_while_drawing",  # explicit: a private event still claims its function's name
+        api_visibility="private",
+    )
+    predict_button.click(
+        predict, inputs=sketch, outputs=[prediction, model_view], api_name="predict", concurrency_limit=4
+    )
+    save_button.click(
+        save_correction,
+        inputs=[sketch, correct_label, last_saved_id],
+        outputs=[message, last_saved_id],
+        api_name="save_correction",
+    ).success(None, inputs=[message, correct_label], outputs=correct_label, js=CLEAR_IF_SAVED_JS)
+    undo_button.click(undo, inputs=last_saved_id, outputs=[message, last_saved_id], api_visibility="private")
+    clear_button.click(
+        clear_outputs,
+        outputs=[prediction, model_view, correct_label, message],
+        js=CLEAR_CANVAS_JS,
+        api_visibility="private",
+    )
+
+
+if __name__ == "__main__":
+    demo.launch()
