@@ -1,8 +1,20 @@
 """Draw a digit, see what the model predicts and what it saw, and correct it: the Gradio app.
 
 Layout and wiring only; the logic is in `hwr/app_logic.py`. Run with `python app.py`.
-Settings (environment): HWR_CHECKPOINT, HWR_CORRECTIONS_DIR, and Gradio's own
-GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. API endpoints: /predict and /save_correction.
+API endpoints: /predict and /save_correction (the "Model" accordion's events are private).
+
+Settings (environment; details in `hwr/app_logic.py`):
+    HWR_CHECKPOINT        the model to start with (default: the bundled one)
+    HWR_CORRECTIONS_DIR   where corrections are saved (default: ./corrections)
+    HWR_MODELS_DIR        where fine-tuned models are saved (default: ./models)
+    HWR_DATA_DIR          MNIST for replay and the accuracy check while fine-tuning (default: ./data;
+                          downloaded there if absent and the machine is online)
+    HWR_ALLOW_FINETUNE    "1" (default) shows the fine-tune button; "0" hides it and the server
+                          refuses fine-tunes (e.g. a public Space where CPU is scarce)
+and Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+
+Fine-tuning runs in its own queue group (FINETUNE_CONCURRENCY_ID), so predictions keep their own
+workers while it trains; the model is swapped atomically when a fine-tuned one passes its check.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from hwr.app_logic import (
     EMPTY_MESSAGE,
     SAVED_MARK,
     DigitApp,
+    FinetuneOutcome,
     InvalidDrawingError,
     Settings,
     check_upload,
@@ -38,6 +51,10 @@ if __name__ == "__main__":  # before the model loads, so its log lines show
 CANVAS_SIZE = (400, 400)
 SKETCHPAD_HEIGHT = 540  # px: room for the 400 px canvas at 100 % or more, plus the toolbars
 BRUSH_RADIUS = 12  # px on the 400 px canvas: a 24 px stroke, easy with a mouse or a finger
+# Fine-tuning's own queue group. Two slots: one fine-tune runs, a second click gets "already
+# running" at once (DigitApp's lock) instead of waiting in the queue to start another one.
+FINETUNE_CONCURRENCY_ID = "finetune"
+FINETUNE_CONCURRENCY_LIMIT = 2
 
 # --- Browser-side helpers -------------------------------------------------------------------------
 # Gradio 6's Sketchpad starts with no tool selected ("select the draw tool to start") and drops the
@@ -183,6 +200,32 @@ def undo(last_saved_id: str | None) -> tuple[str, None]:
     return APP.undo(last_saved_id), None
 
 
+def header() -> str:
+    """The header for the model in use now (it changes after a fine-tune or a switch)."""
+    return APP.header()
+
+
+def corrections_counts() -> str:
+    """The corrections stored per label, as Markdown."""
+    return APP.counts_markdown()
+
+
+@friendly_errors
+def finetune_model(progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:
+    """Fine-tune the model in use on the stored corrections: (message, header, counts).
+
+    Runs in a worker thread for as long as it trains; predictions go on meanwhile.
+    """
+    outcome: FinetuneOutcome = APP.start_finetune(lambda fraction, message: progress(fraction, desc=message))
+    return outcome.message, APP.header(), APP.counts_markdown()
+
+
+@friendly_errors
+def use_bundled_model() -> tuple[str, str]:
+    """Switch back to the bundled model: (message, header)."""
+    return APP.use_bundled(), APP.header()
+
+
 def clear_outputs() -> tuple[str, None, None, str]:
     """Reset the outputs: label "Draw a digit", no model view, no label chosen, no message.
 
@@ -193,7 +236,7 @@ def clear_outputs() -> tuple[str, None, None, str]:
 
 # analytics off: no telemetry and no version check, so nothing goes out at start-up.
 with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as demo:
-    gr.Markdown(APP.header())
+    header_text = gr.Markdown(APP.header(), elem_id="header")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
             sketch = gr.Sketchpad(
@@ -234,9 +277,29 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
                 save_button = gr.Button("Save correction", elem_id="save-button")
                 undo_button = gr.Button("Undo last save", elem_id="undo-button")
             message = gr.Markdown(elem_id="message")
+    with gr.Accordion("Model", open=False, elem_id="model-box") as model_box:
+        gr.Markdown(
+            "Corrections saved so far, per label. Fine-tuning teaches them to the model in use, "
+            "mixed with MNIST so it does not forget; the new model is kept only if its MNIST "
+            "accuracy does not fall." if APP.allow_finetune else "Corrections saved so far, per label."
+        )
+        counts_text = gr.Markdown(elem_id="correction-counts")
+        with gr.Row():
+            refresh_button = gr.Button("Refresh counts", size="sm", elem_id="refresh-counts-button")
+            finetune_button = gr.Button(
+                "Fine-tune on the corrections",
+                variant="primary",
+                size="sm",
+                visible=APP.allow_finetune,
+                elem_id="finetune-button",
+            )
+            bundled_button = gr.Button("Use the bundled model", size="sm", elem_id="bundled-button")
+        model_message = gr.Markdown(elem_id="model-message")
     last_saved_id = gr.State(None)
 
     demo.load(None, js=SELECT_BRUSH_JS)  # draw at once, without first clicking the brush tool
+    # The model may have changed since the page was built (a fine-tune by another visitor).
+    demo.load(header, outputs=header_text, api_name="header", api_visibility="private", show_progress="hidden")
     sketch.change(
         predict,
         inputs=sketch,
@@ -250,17 +313,49 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
     predict_button.click(
         predict, inputs=sketch, outputs=[prediction, model_view], api_name="predict", concurrency_limit=4
     )
-    save_button.click(
+    saved = save_button.click(
         save_correction,
         inputs=[sketch, correct_label, last_saved_id],
         outputs=[message, last_saved_id],
         api_name="save_correction",
-    ).success(None, inputs=[message, correct_label], outputs=correct_label, js=CLEAR_IF_SAVED_JS)
-    undo_button.click(undo, inputs=last_saved_id, outputs=[message, last_saved_id], api_visibility="private")
+    )
+    saved.success(None, inputs=[message, correct_label], outputs=correct_label, js=CLEAR_IF_SAVED_JS)
+    saved.then(
+        corrections_counts, outputs=counts_text, api_name="counts_after_save", api_visibility="private",
+        show_progress="hidden",
+    )
+    undo_button.click(
+        undo, inputs=last_saved_id, outputs=[message, last_saved_id], api_name="undo", api_visibility="private"
+    ).then(
+        corrections_counts, outputs=counts_text, api_name="counts_after_undo", api_visibility="private",
+        show_progress="hidden",
+    )
+    model_box.expand(
+        corrections_counts, outputs=counts_text, api_name="counts_on_open", api_visibility="private"
+    )
+    refresh_button.click(
+        corrections_counts, outputs=counts_text, api_name="counts", api_visibility="private"
+    )
+    finetune_button.click(
+        finetune_model,
+        outputs=[model_message, header_text, counts_text],
+        show_progress_on=model_message,  # the progress bar under the buttons, not over the header
+        concurrency_id=FINETUNE_CONCURRENCY_ID,  # not the predict events' group: they keep running
+        concurrency_limit=FINETUNE_CONCURRENCY_LIMIT,
+        api_name="finetune",
+        api_visibility="private",
+    )
+    bundled_button.click(
+        use_bundled_model,
+        outputs=[model_message, header_text],
+        api_name="use_bundled_model",
+        api_visibility="private",
+    )
     clear_button.click(
         clear_outputs,
         outputs=[prediction, model_view, correct_label, message],
         js=CLEAR_CANVAS_JS,
+        api_name="clear",
         api_visibility="private",
     )
 

@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default: 5e-4)")
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
     ap.add_argument("--no-augment", action="store_true", help="turn off augmentation (default: augment)")
+    ap.add_argument("--flag-prob", type=float, default=0.5, help="share of 1s given a European-style flag in augmentation (default: 0.5)")
     ap.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model on the same machine (default: 0)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda if available)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's default (default: 0)")
@@ -70,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.lr is None:
         args.lr = FinetuneConfig.lr if fine else 3e-3
     return args
+
+
+def digit_augment(classes: list[str], flag_prob: float) -> AugmentConfig:
+    """The augmentation recipe; flags go on the class "1" when the dataset has one (hwr.augment.add_flags)."""
+    return AugmentConfig(flag_classes=(classes.index("1"),) if "1" in classes else (), flag_prob=flag_prob)
 
 
 def run_finetune(args: argparse.Namespace, device: torch.device) -> int:
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
     )
-    augment = None if args.no_augment else AugmentConfig()
+    augment = None if args.no_augment else digit_augment(train.classes, args.flag_prob)
     print(
         f"training {args.arch} ({count_parameters(model):,} parameters) on {train.name} "
         f"({len(labels):,} images) for {epochs} epoch(s) on {device}, {torch.get_num_threads()} threads",

@@ -6,6 +6,15 @@ returns plain Python values (dicts, strings, numpy arrays), so it can be tested 
 Settings come from the environment (see `Settings.from_env`):
     HWR_CHECKPOINT        the model to load (default: the bundled checkpoints/mnist-cnn.safetensors)
     HWR_CORRECTIONS_DIR   where corrections are saved (default: ./corrections)
+    HWR_MODELS_DIR        where fine-tuned models are saved (default: ./models)
+    HWR_DATA_DIR          the data root for MNIST replay and test during fine-tuning (default: ./data;
+                          torchvision downloads MNIST there when it is absent and the machine is online)
+    HWR_ALLOW_FINETUNE    "1" (default) lets users fine-tune from the app; "0" turns it off (e.g. a
+                          public Space where CPU is scarce)
+
+Model swaps are thread-safe: the model that answers predictions and the file it came from are held
+together in one attribute (`DigitApp._active`, an `ActiveModel`) that is replaced whole, never
+mutated; fine-tuning trains its own copy, loaded from the checkpoint file. One fine-tune at a time.
 """
 
 from __future__ import annotations
@@ -13,23 +22,36 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from hwr.checkpoint import CheckpointError, save_checkpoint
 from hwr.corrections import CorrectionStore
 from hwr.preprocess import EmptyDrawingError
 from hwr.recognizer import DEFAULT_CHECKPOINT, Prediction, Recognizer
+
+if TYPE_CHECKING:  # hwr.finetune pulls in training code: imported when a fine-tune starts
+    from hwr.data import ImageDataset
+    from hwr.finetune import FinetuneConfig, FinetuneResult
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ENV = "HWR_CHECKPOINT"
 CORRECTIONS_DIR_ENV = "HWR_CORRECTIONS_DIR"
+MODELS_DIR_ENV = "HWR_MODELS_DIR"
+DATA_DIR_ENV = "HWR_DATA_DIR"
+ALLOW_FINETUNE_ENV = "HWR_ALLOW_FINETUNE"
 DEFAULT_CORRECTIONS_DIR = Path("corrections")
+DEFAULT_MODELS_DIR = Path("models")
+DEFAULT_DATA_DIR = Path("data")
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})  # HWR_ALLOW_FINETUNE values that turn it off
 
 EMPTY_MESSAGE = "Draw a digit"  # shown in the label area when there is nothing to recognise
 TOP_K = 3  # classes shown with their confidence
@@ -43,6 +65,13 @@ ASK_FOR_LABEL = "Pick the right digit first, then press **Save correction**."
 ASK_FOR_DRAWING = "Draw the digit first, then pick its label and save it."
 NOTHING_TO_UNDO = "Nothing to undo."
 
+FINETUNED_PREFIX = "finetuned"  # fine-tuned models are named finetuned-<UTC time>
+ALREADY_RUNNING = "⏳ A fine-tune is already running; wait for it to finish, then try again."
+FINETUNE_DISABLED = f"Fine-tuning is turned off on this server ({ALLOW_FINETUNE_ENV}=0)."
+NO_CHECKPOINT_FILE = "The current model was not loaded from a file, so it cannot be fine-tuned."
+
+ProgressFn = Callable[[float, str], None]
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -50,14 +79,52 @@ class Settings:
 
     checkpoint: Path
     corrections_dir: Path
+    models_dir: Path = DEFAULT_MODELS_DIR
+    data_dir: Path = DEFAULT_DATA_DIR
+    allow_finetune: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        """Read HWR_CHECKPOINT and HWR_CORRECTIONS_DIR; empty values mean the defaults."""
+        """Read the HWR_* variables (see the module docstring); empty values mean the defaults."""
         env = os.environ if environ is None else environ
         checkpoint = env.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT
         corrections = env.get(CORRECTIONS_DIR_ENV) or DEFAULT_CORRECTIONS_DIR
-        return cls(Path(checkpoint).expanduser(), Path(corrections).expanduser())
+        models = env.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR
+        data = env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+        allow = (env.get(ALLOW_FINETUNE_ENV) or "1").strip().lower() not in FALSE_WORDS
+        return cls(
+            Path(checkpoint).expanduser(),
+            Path(corrections).expanduser(),
+            Path(models).expanduser(),
+            Path(data).expanduser(),
+            allow,
+        )
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """The model that answers predictions and the checkpoint file it was loaded from.
+
+    Replaced whole (one attribute assignment, atomic), never mutated: a prediction running in
+    another thread keeps the model it started with.
+    """
+
+    recognizer: Recognizer
+    checkpoint: Path | None  # None: built in memory, so it cannot be fine-tuned
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """What a fine-tune did: the message to show; the result and saved file when there is one."""
+
+    message: str
+    result: "FinetuneResult | None" = field(default=None, repr=False)
+    saved_path: Path | None = None
+
+    @property
+    def swapped(self) -> bool:
+        """True when the fine-tuned model was saved and now answers predictions."""
+        return self.saved_path is not None
 
 
 @dataclass(frozen=True)
@@ -100,8 +167,47 @@ def header_markdown(recognizer: Recognizer) -> str:
         "# ✍️ Handwritten digit recognizer\n"
         "Draw a digit from 0 to 9; the prediction updates as you draw. "
         "If it is wrong, tell it the right answer below so it can learn.\n\n"
-        f"Model: **{recognizer.name}** · {score}"
+        f"Model: **{recognizer.name}**{_parent_note(recognizer.metadata)} · {score}"
     )
+
+
+def _parent_note(metadata: Mapping[str, Any]) -> str:
+    parent = metadata.get("parent")
+    return f" (fine-tuned from {parent})" if isinstance(parent, str) and parent else ""
+
+
+def counts_markdown(counts: Mapping[str, int]) -> str:
+    """The corrections stored per label, as a one-row Markdown table with a total."""
+    total = sum(counts.values())
+    if total == 0:
+        return "No corrections saved yet: when the model gets a digit wrong, pick the right label and save it."
+    labels = list(counts)
+    head = "| Label | " + " | ".join(labels) + " | Total |"
+    rule = "|---|" + "---:|" * (len(labels) + 1)
+    row = "| Corrections | " + " | ".join(str(counts[k]) for k in labels) + f" | **{total}** |"
+    return f"{head}\n{rule}\n{row}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def comparison_markdown(result: "FinetuneResult") -> str:
+    """Before/after accuracies of a fine-tune, as a Markdown table."""
+    holdout = f"Held-out corrections ({result.n_holdout})"
+    rows = [("MNIST test accuracy", "mnist_accuracy"), (holdout, "holdout_accuracy")]
+    lines = ["| | Before | After |", "|---|---:|---:|"]
+    lines += [
+        f"| {title} | {_percent(result.before.get(key))} | {_percent(result.after.get(key))} |"
+        for title, key in rows
+    ]
+    return "\n".join(lines)
+
+
+def finetuned_name(now: datetime | None = None) -> str:
+    """A fine-tuned model's name: finetuned-<UTC time>, e.g. finetuned-20250101T120000Z."""
+    now = now or datetime.now(timezone.utc)
+    return f"{FINETUNED_PREFIX}-{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"
 
 
 def label_value(prediction: Prediction, k: int = TOP_K) -> dict[str, float]:
@@ -189,11 +295,31 @@ def unreadable_upload_message(exc: BaseException) -> str:
 
 
 class DigitApp:
-    """One model and one corrections store: the handlers behind the app's buttons and API."""
+    """The active model and one corrections store: the handlers behind the app's buttons and API.
 
-    def __init__(self, recognizer: Recognizer, store: CorrectionStore) -> None:
-        self.recognizer = recognizer
+    The active model can be swapped while the app runs (fine-tune, "use the bundled model"):
+    read `recognizer` once per request, and the request sees one model from start to end.
+    """
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        store: CorrectionStore,
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
+        data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+        allow_finetune: bool = True,
+        bundled_checkpoint: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
+    ) -> None:
+        """`checkpoint` is the file `recognizer` was loaded from (needed to fine-tune it)."""
+        self._active = ActiveModel(recognizer, None if checkpoint is None else Path(checkpoint))
         self.store = store
+        self.models_dir = Path(models_dir)
+        self.data_dir = Path(data_dir)
+        self.allow_finetune = allow_finetune
+        self.bundled_checkpoint = Path(bundled_checkpoint)
+        self._finetune_lock = threading.Lock()  # held while a fine-tune runs: one at a time
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DigitApp":
@@ -204,11 +330,40 @@ class DigitApp:
             "Loaded model %r from %s; corrections go to %s.",
             recognizer.name, settings.checkpoint, settings.corrections_dir.resolve(),
         )
-        return cls(recognizer, store)
+        if settings.allow_finetune:
+            log.info(
+                "Fine-tuning on: models go to %s, MNIST is read from %s.",
+                settings.models_dir.resolve(), settings.data_dir.resolve(),
+            )
+        else:
+            log.info("Fine-tuning is off (%s=0).", ALLOW_FINETUNE_ENV)
+        return cls(
+            recognizer,
+            store,
+            settings.checkpoint,
+            models_dir=settings.models_dir,
+            data_dir=settings.data_dir,
+            allow_finetune=settings.allow_finetune,
+        )
+
+    @property
+    def active(self) -> ActiveModel:
+        """The active model and its checkpoint file (one consistent snapshot)."""
+        return self._active
+
+    @property
+    def recognizer(self) -> Recognizer:
+        """The model answering predictions now."""
+        return self._active.recognizer
 
     @property
     def classes(self) -> list[str]:
         return self.recognizer.classes
+
+    @property
+    def finetune_running(self) -> bool:
+        """True while a fine-tune is running."""
+        return self._finetune_lock.locked()
 
     def warm_up(self) -> None:
         """One prediction on a dummy drawing, so the first user does not wait for lazy set-up."""
@@ -219,12 +374,12 @@ class DigitApp:
     def header(self) -> str:
         return header_markdown(self.recognizer)
 
-    def _predict(self, sketch: Any) -> Prediction | None:
+    def _predict(self, sketch: Any, recognizer: Recognizer | None = None) -> Prediction | None:
         """The prediction for a drawing; None when it is blank. Raises InvalidDrawingError."""
         if is_blank_sketch(sketch):
             return None
         try:
-            return self.recognizer.predict(sketch)
+            return (recognizer or self.recognizer).predict(sketch)
         except EmptyDrawingError:
             return None
         except ValueError as exc:
@@ -251,8 +406,9 @@ class DigitApp:
             return SaveOutcome(ASK_FOR_LABEL)
         if label not in self.classes:
             return SaveOutcome(unknown_label_message(label, self.classes))
+        recognizer = self.recognizer  # one model for the prediction and the name recorded with it
         try:
-            prediction = self._predict(sketch)
+            prediction = self._predict(sketch, recognizer)
         except InvalidDrawingError as exc:
             return SaveOutcome(str(exc))
         if prediction is None:
@@ -263,7 +419,7 @@ class DigitApp:
                 label,
                 predicted=prediction.label,
                 probability=prediction.confidence,
-                checkpoint=self.recognizer.name,
+                checkpoint=recognizer.name,
             )
         except EmptyDrawingError:
             return SaveOutcome(ASK_FOR_DRAWING)
@@ -302,3 +458,145 @@ class DigitApp:
         total = self._count()
         count = "" if total is None else f" {total} saved."
         return f"↩️ Removed the last saved correction.{count}"
+
+    # -- the model: corrections counts, fine-tuning, switching ----------------------------------
+
+    def counts_markdown(self) -> str:
+        """How many corrections are stored per label (a Markdown table), or why it cannot say."""
+        try:
+            counts = self.store.counts()
+        except OSError as exc:
+            log.warning("Could not count corrections: %s", exc)
+            return f"Could not read the corrections: {exc}"
+        return counts_markdown(counts)
+
+    def start_finetune(
+        self,
+        progress: ProgressFn | None = None,
+        *,
+        config: "FinetuneConfig | None" = None,
+        replay: "ImageDataset | None" = None,
+        mnist_test: "ImageDataset | None" = None,
+        device: str = "cpu",
+    ) -> FinetuneOutcome:
+        """Fine-tune the active model on the stored corrections; swap it in if the gate passes.
+
+        Blocks until done (run it in a worker thread; predictions keep using the active model
+        meanwhile). `progress(fraction, message)` is called along the way. `config`, `replay` and
+        `mnist_test` default to FinetuneConfig() and MNIST read from `data_dir` (tests pass small
+        ones). Never raises: every problem is a message in the outcome.
+        """
+        if not self.allow_finetune:
+            return FinetuneOutcome(FINETUNE_DISABLED)
+        if not self._finetune_lock.acquire(blocking=False):
+            return FinetuneOutcome(ALREADY_RUNNING)
+        try:
+            return self._finetune(progress, config, replay, mnist_test, device)
+        finally:
+            self._finetune_lock.release()
+
+    def _finetune(
+        self,
+        progress: ProgressFn | None,
+        config: "FinetuneConfig | None",
+        replay: "ImageDataset | None",
+        mnist_test: "ImageDataset | None",
+        device: str,
+    ) -> FinetuneOutcome:
+        from hwr.finetune import FinetuneConfig, finetune
+
+        parent = self._active  # one snapshot: the model and the file it came from
+        if parent.checkpoint is None:
+            return FinetuneOutcome(NO_CHECKPOINT_FILE)
+        log.info("Fine-tuning %r (%s) on %s.", parent.recognizer.name, parent.checkpoint, self.store.root)
+        try:
+            result = finetune(
+                parent.checkpoint,
+                self.store.root,
+                self.data_dir,
+                config=config or FinetuneConfig(),
+                device=device,
+                progress=progress,
+                replay=replay,
+                mnist_test=mnist_test,
+            )
+        except CheckpointError as exc:  # before ValueError: it is one
+            log.error("Fine-tune: bad checkpoint: %s", exc)
+            return FinetuneOutcome(f"Cannot fine-tune: the model file is unusable ({exc}).")
+        except FileNotFoundError as exc:
+            log.error("Fine-tune: missing data: %s", exc)
+            return FinetuneOutcome(
+                f"Cannot fine-tune: {exc}. Put MNIST under {self.data_dir} (or set {DATA_DIR_ENV})."
+            )
+        except ValueError as exc:  # no usable corrections, too few to train on
+            log.info("Fine-tune refused: %s", exc)
+            return FinetuneOutcome(f"Cannot fine-tune yet: {exc}")
+        except Exception:
+            log.exception("Fine-tune failed")
+            return FinetuneOutcome("Fine-tuning failed on our side; the current model stays. Please try again.")
+
+        summary = (
+            f"{result.n_corrections} corrections ({result.n_holdout} held out to measure), "
+            f"{result.seconds:.0f} s.\n\n{comparison_markdown(result)}"
+        )
+        if not result.gate_passed:
+            log.info("Fine-tune gate failed: %s", result.reason)
+            return FinetuneOutcome(
+                f"❌ The fine-tuned model was not kept; **{parent.recognizer.name}** stays. "
+                f"{result.reason}.\n\n{summary}",
+                result,
+            )
+        try:
+            path, metadata = self._save_finetuned(result)
+        except (OSError, ValueError) as exc:
+            log.error("Could not save the fine-tuned model: %s", exc)
+            return FinetuneOutcome(
+                f"The fine-tuned model passed the check but could not be saved ({exc}); "
+                f"**{parent.recognizer.name}** stays.\n\n{summary}",
+                result,
+            )
+        self._active = ActiveModel(Recognizer(result.model, metadata), path)  # the atomic swap
+        log.info("Now using the fine-tuned model %r (%s).", metadata["name"], path)
+        return FinetuneOutcome(
+            f"✅ Now using **{metadata['name']}**, fine-tuned from {parent.recognizer.name} "
+            f"(saved as `{path.name}`). {result.reason}.\n\n{summary}",
+            result,
+            path,
+        )
+
+    def _save_finetuned(self, result: "FinetuneResult") -> tuple[Path, dict[str, Any]]:
+        """Write the fine-tuned model to models_dir as <name>.safetensors; (path, its metadata)."""
+        name = finetuned_name()
+        path = self.models_dir / f"{name}.safetensors"
+        n = 1
+        while path.exists():  # two fine-tunes within one second
+            n += 1
+            path = self.models_dir / f"{name}-{n}.safetensors"
+        metadata = dict(result.metadata, name=path.stem, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        save_checkpoint(result.model, metadata, path)
+        return path, metadata
+
+    def use_bundled(self) -> str:
+        """Switch back to the bundled model; returns the message to show."""
+        if self._active.checkpoint is not None and _same_file(self._active.checkpoint, self.bundled_checkpoint):
+            return f"Already using the bundled model, **{self.recognizer.name}**."
+        try:
+            recognizer = Recognizer.load(self.bundled_checkpoint)
+        except (CheckpointError, OSError) as exc:
+            log.error("Could not load the bundled model: %s", exc)
+            return f"Could not load the bundled model ({exc}); **{self.recognizer.name}** stays."
+        if recognizer.classes != self.classes:
+            return (
+                f"The bundled model knows other classes ({', '.join(recognizer.classes)}); "
+                f"**{self.recognizer.name}** stays."
+            )
+        self._active = ActiveModel(recognizer, self.bundled_checkpoint)
+        log.info("Now using the bundled model %r (%s).", recognizer.name, self.bundled_checkpoint)
+        return f"Now using the bundled model, **{recognizer.name}**."
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b

@@ -12,6 +12,7 @@ Recipe (defaults in FinetuneConfig):
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -137,7 +138,8 @@ def finetune(
     hold_x, hold_y = images[hold_idx], labels[hold_idx]
 
     report(0.05, "loading MNIST")
-    dataset = meta.get("training", {}).get("dataset", "mnist-train").split("-")[0]
+    parent_dataset = meta.get("training", {}).get("dataset") or "mnist-train"  # e.g. "mnist-train"
+    dataset = parent_dataset.split("-")[0]
     replay = replay or load_dataset(dataset, data_dir, train=True)
     mnist_test = mnist_test or load_dataset(dataset, data_dir, train=False)
 
@@ -165,7 +167,7 @@ def finetune(
         report(0.15 + 0.75 * epoch / cfg.epochs, f"fine-tuning, epoch {epoch + 1}/{cfg.epochs}")
         train_one_epoch(
             model, optimizer, scheduler, train_x, train_y, batch_size=batch_size, norm=norm,
-            augment=AugmentConfig(), label_smoothing=cfg.label_smoothing, generator=generator,
+            augment=AugmentConfig(flag_classes=(classes.index("1"),) if "1" in classes else (), flag_prob=0.3), label_smoothing=cfg.label_smoothing, generator=generator,
         )
 
     report(0.9, "measuring the model after fine-tuning")
@@ -185,11 +187,13 @@ def finetune(
     new_meta = dict(meta)
     new_meta.update(
         parent=meta["name"],
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        torch_version=torch.__version__,
         training={
             "kind": "finetune", "parent": meta["name"], "parent_training": meta.get("training", {}),
             "corrections_dir": str(corrections_dir), "n_corrections": len(labels),
             "n_train_corrections": len(train_idx), "n_holdout": len(hold_idx), "n_replay": n_replay,
-            "dataset": meta.get("training", {}).get("dataset"), "n_train": meta.get("training", {}).get("n_train"),
+            "dataset": parent_dataset, "n_train": meta.get("training", {}).get("n_train"),
             "config": asdict(cfg), "seconds": round(seconds, 1), "device": str(device),
         },
         finetune={"before": before, "after": after, "gate_passed": gate_passed, "reason": reason},

@@ -62,9 +62,9 @@ def train_one_epoch(
     for b in bar:
         idx = order[b * batch_size : (b + 1) * batch_size]
         x = to_unit_batch(images[idx])  # (B, 1, 28, 28)
-        if augment is not None:
-            x = augment_batch(x, augment, generator if x.device.type == "cpu" else None)
         y = labels[idx]
+        if augment is not None:
+            x = augment_batch(x, augment, generator if x.device.type == "cpu" else None, y)
         logits = model(normalise(x, norm))
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)

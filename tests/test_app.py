@@ -297,6 +297,40 @@ def test_app_handlers(app_module) -> None:
     assert app_module.clear_outputs() == (EMPTY_MESSAGE, None, None, "")
 
 
+def test_model_accordion_wiring(app_module) -> None:
+    """Fine-tuning has its own queue group (predictions never wait for it); its events are private."""
+    import gradio as gr
+
+    fns = {fn.api_name: fn for fn in app_module.demo.fns.values()}
+    finetune, predict = fns["finetune"], fns["predict"]
+    assert finetune.concurrency_id == app_module.FINETUNE_CONCURRENCY_ID != predict.concurrency_id
+    assert fns["predict_while_drawing"].concurrency_id == predict.concurrency_id
+    assert finetune.concurrency_limit == app_module.FINETUNE_CONCURRENCY_LIMIT >= 2  # room to say "already running"
+    assert predict.concurrency_limit == 4
+    assert finetune.show_progress_on == [app_module.model_message]  # the bar sits by the buttons
+    for name in ("finetune", "use_bundled_model", "counts", "counts_on_open", "counts_after_save", "counts_after_undo", "header"):
+        assert fns[name].api_visibility == "private", name
+    assert isinstance(app_module.model_box, gr.Accordion) and app_module.model_box.open is False
+    assert app_module.finetune_button.visible is app_module.APP.allow_finetune
+
+
+def test_model_accordion_handlers(app_module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts, a fine-tune with nothing to learn (a message, no traceback), and the bundled model."""
+    app = app_module.APP
+    monkeypatch.setattr(app, "store", CorrectionStore(tmp_path / "empty", classes=app.classes))
+    monkeypatch.setattr(app, "_active", app.active)  # restored after: other tests keep their model
+    assert "No corrections saved yet" in app_module.corrections_counts()
+    calls = []
+    message, header, counts = app_module.finetune_model(lambda fraction, desc=None: calls.append((fraction, desc)))
+    assert message.startswith("Cannot fine-tune yet:") and "No usable corrections" in message
+    assert header == app.header() and "No corrections saved yet" in counts
+    assert calls and calls[0][0] == 0.0  # the progress bar was fed
+    app.store.add(example_sketch(4)["composite"], "4")
+    assert "| Corrections |" in app_module.corrections_counts()
+    message, header = app_module.use_bundled_model()
+    assert app.recognizer.name in message and header == app.header()
+
+
 def test_sketchpad_checks_browser_blobs_before_decoding(app_module, tmp_path: Path) -> None:
     import gradio as gr
     from gradio.components.image_editor import EditorData, EditorDataBlobs
