@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hwr.augment import AugmentConfig
+from hwr.augment import DEFAULT_FLAG_PROB, augment_for
 from hwr.checkpoint import make_metadata, save_checkpoint
 from hwr.data import DATASETS, MNIST_NORMALIZATION, default_data_dir, load_dataset
 from hwr.evaluate import evaluate
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default: 5e-4)")
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
     ap.add_argument("--no-augment", action="store_true", help="turn off augmentation (default: augment)")
-    ap.add_argument("--flag-prob", type=float, default=0.5, help="share of 1s given a European-style flag in augmentation (default: 0.5)")
+    ap.add_argument("--flag-prob", type=float, default=DEFAULT_FLAG_PROB, help=f"share of 1s given a European-style flag in augmentation (default: {DEFAULT_FLAG_PROB})")
     ap.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model on the same machine (default: 0)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda if available)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's default (default: 0)")
@@ -73,9 +73,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def digit_augment(classes: list[str], flag_prob: float) -> AugmentConfig:
-    """The augmentation recipe; flags go on the class "1" when the dataset has one (hwr.augment.add_flags)."""
-    return AugmentConfig(flag_classes=(classes.index("1"),) if "1" in classes else (), flag_prob=flag_prob)
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl on GPUs, gloo on the CPU).
+
+    Returns (rank, world_size, this rank's device); (0, 1, device) when run plainly.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def run_finetune(args: argparse.Namespace, device: torch.device) -> int:
@@ -122,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = seed_everything(args.seed)
     norm = dict(MNIST_NORMALIZATION)
 
+    rank, world_size, device = init_distributed(device)
+    say = print if rank == 0 else (lambda *a, **k: None)  # only rank 0 prints, logs and writes
     try:
         train = load_dataset(args.dataset, args.data_dir, train=True)
         test = load_dataset(args.dataset, args.data_dir, train=False)
@@ -134,16 +155,21 @@ def main(argv: list[str] | None = None) -> int:
 
     config = ModelConfig(arch=args.arch, num_classes=len(train.classes))
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
+    net = model
+    if world_size > 1:  # gradients are averaged across ranks by DDP's all-reduce
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     epochs = 1 if args.dry_run else args.epochs
-    steps_per_epoch = 1 if args.dry_run else len(labels) // args.batch_size
+    steps_per_epoch = 1 if args.dry_run else len(labels) // world_size // args.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
     )
-    augment = None if args.no_augment else digit_augment(train.classes, args.flag_prob)
-    print(
+    augment = None if args.no_augment else augment_for(train.classes, args.flag_prob)
+    say(
         f"training {args.arch} ({count_parameters(model):,} parameters) on {train.name} "
-        f"({len(labels):,} images) for {epochs} epoch(s) on {device}, {torch.get_num_threads()} threads",
+        f"({len(labels):,} images) for {epochs} epoch(s) on {device}, {torch.get_num_threads()} threads, {world_size} process(es)",
         flush=True,
     )
 
@@ -151,18 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         stats = train_one_epoch(
-            model, optimizer, scheduler, images, labels,
+            net, optimizer, scheduler, images, labels,
             batch_size=args.batch_size, norm=norm, augment=augment, label_smoothing=args.label_smoothing,
             generator=generator, max_batches=1 if args.dry_run else None,
-            progress=None if args.no_progress else f"epoch {epoch}/{epochs}",
+            progress=None if args.no_progress or rank else f"epoch {epoch}/{epochs}",
+            rank=rank, world_size=world_size,
         )
+        if rank != 0:  # the other ranks wait for rank 0 at the next all-reduce
+            continue
         metrics = evaluate(model, test.images, test.labels, test.classes, norm, device=device)
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
                         "test_accuracy": metrics["accuracy"], "seconds": round(elapsed, 1)})
-        print(f"epoch {epoch:3d}  train loss {stats['loss']:.4f} acc {stats['accuracy']:.4f}  "
+        say(f"epoch {epoch:3d}  train loss {stats['loss']:.4f} acc {stats['accuracy']:.4f}  "
               f"test acc {metrics['accuracy']:.4f}  ({elapsed:.0f} s)", flush=True)
 
+    if rank != 0:
+        shutdown_distributed()
+        return 0
     out = Path(args.out)
     name = args.name or out.stem
     meta = make_metadata(
@@ -176,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "dataset": train.name, "n_train": len(labels), "epochs": epochs, "batch_size": args.batch_size,
             "optimizer": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay, "schedule": "OneCycle",
             "label_smoothing": args.label_smoothing, "augment": None if augment is None else vars(augment),
-            "seed": args.seed, "dry_run": args.dry_run, "device": str(device),
+            "seed": args.seed, "dry_run": args.dry_run, "device": str(device), "world_size": world_size,
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
             "seconds": round(time.perf_counter() - start, 1),
             "command": "python train.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -188,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(model, meta, out)
     print(f"saved {out} (test accuracy {metrics['accuracy']:.4f})", flush=True)
     print(json.dumps({"checkpoint": str(out), "test_accuracy": metrics["accuracy"]}), flush=True)
+    shutdown_distributed()
     return 0
 
 

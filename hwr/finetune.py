@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from hwr.augment import AugmentConfig
+from hwr.augment import augment_for
 from hwr.checkpoint import load_checkpoint
 from hwr.data import ImageDataset, load_dataset
 from hwr.evaluate import evaluate
@@ -167,7 +167,7 @@ def finetune(
         report(0.15 + 0.75 * epoch / cfg.epochs, f"fine-tuning, epoch {epoch + 1}/{cfg.epochs}")
         train_one_epoch(
             model, optimizer, scheduler, train_x, train_y, batch_size=batch_size, norm=norm,
-            augment=AugmentConfig(flag_classes=(classes.index("1"),) if "1" in classes else (), flag_prob=0.3), label_smoothing=cfg.label_smoothing, generator=generator,
+            augment=augment_for(classes), label_smoothing=cfg.label_smoothing, generator=generator,
         )
 
     report(0.9, "measuring the model after fine-tuning")

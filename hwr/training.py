@@ -50,10 +50,17 @@ def train_one_epoch(
     generator: torch.Generator,
     max_batches: int | None = None,
     progress: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """One pass over (images uint8 (N, 28, 28), labels (N,)) on their device. Returns mean loss and accuracy."""
+    """One pass over (images uint8 (N, 28, 28), labels (N,)) on their device. Returns mean loss and accuracy.
+
+    Under DDP (world_size > 1) each rank trains on its own 1/world_size shard of the epoch; the
+    generator must be seeded alike on every rank so that the shards do not overlap.
+    """
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(images.device)
+    order = order[rank::world_size]  # DDP: every rank draws the same permutation and takes its own shard
     n_batches = len(order) // batch_size  # drop the last partial batch: BatchNorm dislikes tiny ones
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)

@@ -71,3 +71,15 @@ def test_help_states_defaults():
     for flag in ("--dataset", "--data-dir", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--dry-run"):
         assert flag in res.stdout
     assert res.stdout.count("default") >= 10
+
+
+def test_torchrun_two_processes_on_the_cpu(mnist_dir, tmp_path):
+    """DDP with gloo: each rank trains its shard, only rank 0 writes the checkpoint and prints."""
+    out = tmp_path / "ddp.safetensors"
+    res = run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", "--dry-run",
+              "--no-progress", "--device", "cpu", "--data-dir", str(mnist_dir), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("saved ") == 1 and "2 process(es)" in res.stdout
+    meta = read_metadata(out)
+    assert meta["training"]["world_size"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp.safetensors"]
