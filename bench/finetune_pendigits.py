@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model to fine-tune (default: the bundled one)")
     ap.add_argument("--per-digit", type=int, nargs="+", default=[10, 50, 100, 200], help="corrections per digit (default: 10 50 100 200)")
     ap.add_argument("--seed", type=int, default=0, help="seed for the choice and rendering of digits (default: 0)")
+    ap.add_argument("--replay-ratio", type=float, default=FinetuneConfig.replay_ratio, help=f"(default: {FinetuneConfig.replay_ratio})")
+    ap.add_argument("--oversample", type=int, default=FinetuneConfig.oversample, help=f"(default: {FinetuneConfig.oversample})")
+    ap.add_argument("--lr", type=float, default=FinetuneConfig.lr, help=f"(default: {FinetuneConfig.lr})")
+    ap.add_argument("--epochs", type=int, default=FinetuneConfig.epochs, help=f"(default: {FinetuneConfig.epochs})")
+    ap.add_argument("--train-batchnorm", action="store_true", help="update BatchNorm statistics (default: frozen)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON (default: none)")
     args = ap.parse_args(argv)
 
@@ -85,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             store = build_store(Path(tmp) / "corrections", correction_pool, n, args.seed)
             wall, cpu = time.perf_counter(), time.process_time()
-            result = finetune(args.checkpoint, store.root, args.data_dir, FinetuneConfig(seed=args.seed),
+            result = finetune(args.checkpoint, store.root, args.data_dir, FinetuneConfig(
+                seed=args.seed, replay_ratio=args.replay_ratio, oversample=args.oversample, lr=args.lr, epochs=args.epochs,
+                freeze_batchnorm=not args.train_batchnorm),
                               replay=replay, mnist_test=mnist_test)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         after = accuracy_on(Recognizer(result.model, result.metadata), test_digits, args.seed + 1)

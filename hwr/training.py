@@ -52,6 +52,7 @@ def train_one_epoch(
     progress: str | None = None,
     rank: int = 0,
     world_size: int = 1,
+    freeze_batchnorm: bool = False,
 ) -> dict[str, float]:
     """One pass over (images uint8 (N, 28, 28), labels (N,)) on their device. Returns mean loss and accuracy.
 
@@ -59,6 +60,10 @@ def train_one_epoch(
     generator must be seeded alike on every rank so that the shards do not overlap.
     """
     model.train()
+    if freeze_batchnorm:  # fine-tuning: keep the running statistics learnt on the full training set
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     order = order[rank::world_size]  # DDP: every rank draws the same permutation and takes its own shard
     n_batches = len(order) // batch_size  # drop the last partial batch: BatchNorm dislikes tiny ones
