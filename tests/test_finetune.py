@@ -60,9 +60,12 @@ def test_split_holdout_is_seeded_and_disjoint():
 
 
 def test_finetune_learns_corrections_and_records_parent(tmp_path, store_with_corrections):
+    # An untrained parent: its BatchNorm statistics mean nothing, so they are trained here (the default
+    # freezes them, which is right for a trained parent; see test_frozen_batchnorm_keeps_statistics).
     ckpt = tiny_checkpoint(tmp_path / "parent.safetensors")
     steps = []
-    result = finetune(ckpt, store_with_corrections.root, tmp_path, FinetuneConfig(epochs=6, lr=1e-2, batch_size=16, max_mnist_drop=100.0),
+    result = finetune(ckpt, store_with_corrections.root, tmp_path, FinetuneConfig(epochs=6, lr=1e-2, batch_size=16, max_mnist_drop=100.0,
+                                      oversample=4, replay_ratio=1.0, freeze_batchnorm=False),
                       progress=lambda f, m: steps.append(f), replay=fake_mnist(), mnist_test=fake_mnist())
     assert result.n_corrections == 20 and result.n_holdout == 4 and result.n_train == 16
     assert result.after["holdout_accuracy"] >= result.before["holdout_accuracy"]
@@ -102,3 +105,16 @@ def test_train_py_fine_tune_cli(tmp_path, store_with_corrections, data_dir):
     assert meta["parent"] == "tiny" and meta["name"] == "child"
     assert "before" in meta["finetune"] and "mnist_accuracy" in meta["finetune"]["after"]
     load_checkpoint(out)
+
+
+def test_frozen_batchnorm_keeps_statistics(tmp_path, store_with_corrections):
+    from hwr.checkpoint import load_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "parent.safetensors")
+    parent, _ = load_checkpoint(ckpt)
+    result = finetune(ckpt, store_with_corrections.root, tmp_path, FinetuneConfig(epochs=1, max_mnist_drop=100.0),
+                      replay=fake_mnist(), mnist_test=fake_mnist())
+    before = {k: v for k, v in parent.state_dict().items() if "running" in k}
+    after = result.model.state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert not torch.equal(parent.state_dict()["head.weight"], after["head.weight"])  # but it learnt
