@@ -11,15 +11,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from hwr.fileio import atomic_write
 from hwr.model import ModelConfig, build_model
 
 METADATA_KEY = "hwr"
@@ -68,19 +68,7 @@ def save_checkpoint(model: nn.Module, metadata: dict[str, Any], path: str | os.P
     if missing:
         raise ValueError(f"metadata lacks {missing}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(metadata)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, save(tensors, metadata={METADATA_KEY: json.dumps(metadata)}))
     return path
 
 

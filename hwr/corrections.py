@@ -34,7 +34,6 @@ import fcntl
 import io
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -50,11 +49,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from hwr.fileio import TEMP_PREFIX, atomic_write, fsync_dir, write_all
+from hwr.preprocess import PREPROCESS_VERSION, EmptyDrawingError, as_array, ink_bbox, to_ink, to_uint8
+
 log = logging.getLogger(__name__)
 
 METADATA_NAME = "metadata.jsonl"  # the name Hugging Face `datasets` "imagefolder" looks for
 LOCK_NAME = ".lock"
-TEMP_PREFIX = ".tmp-"  # every temp file we create starts with this; `verify` cleans stale ones
 CORRUPT_SUFFIX = ".corrupt"  # undecodable PNGs are renamed `<id>.png.corrupt` by repair, not deleted
 DROPPED_NAME = ".dropped-metadata.jsonl"  # metadata lines removed by repair are kept here
 
@@ -145,41 +146,6 @@ def _write_error(what: str, exc: OSError, where: Path) -> StoreWriteError:
     return StoreWriteError(f"{what} failed: {reason} ({type(exc).__name__}: {exc}).", exc.errno)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:  # pragma: no cover - os.write raises rather than return 0 on regular files
-            raise OSError(errno.EIO, "short write")
-        view = view[n:]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder, fsync, os.replace, fsync folder."""
-    tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}{path.suffix}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 # ---------------------------------------------------------------------------------------------
 # Input checks and image conversion
 # ---------------------------------------------------------------------------------------------
@@ -233,39 +199,9 @@ def _check_size(image: Any) -> Any:
     return image
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Any numeric (H, W[, C]) array -> uint8, mapping values to 0..255 as `hwr.preprocess` reads them.
-
-    bool -> 0/255; floats in [0, 1] -> x 255; values in [0, 255] as they are; other unsigned
-    integers by their dtype's range; anything else min..max. Converted in row chunks so a
-    4096 px input never needs a full float copy.
-    """
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * np.uint8(255)
-    with np.errstate(all="ignore"):
-        lo, hi = float(np.min(arr)), float(np.max(arr))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError("The image contains NaN or infinite values.")
-    if np.issubdtype(arr.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
-        offset, scale = 0.0, 255.0
-    elif lo >= 0.0 and hi <= 255.0:
-        offset, scale = 0.0, 1.0
-    elif np.issubdtype(arr.dtype, np.unsignedinteger):
-        offset, scale = 0.0, 255.0 / float(np.iinfo(arr.dtype).max)
-    else:
-        offset, scale = lo, 255.0 / max(hi - lo, 1e-12)
-    out = np.empty(arr.shape, np.uint8)
-    for r in range(0, arr.shape[0], 256):
-        chunk = (arr[r : r + 256].astype(np.float32) - np.float32(offset)) * np.float32(scale)
-        out[r : r + 256] = np.clip(np.rint(chunk), 0, 255).astype(np.uint8)
-    return out
-
-
 def _to_pil(arr: np.ndarray) -> Image.Image:
     """(H, W) -> L, (H, W, 3) -> RGB, (H, W, 2|4) -> RGBA (alpha kept)."""
-    a = _to_uint8(arr)
+    a = to_uint8(arr)
     if a.ndim == 2:
         return Image.fromarray(np.ascontiguousarray(a), "L")
     c = a.shape[-1]
@@ -291,8 +227,6 @@ def encode_drawing(image: Any) -> tuple[bytes, tuple[int, int], str]:
 
     Raises ValueError for non-images and oversized inputs, EmptyDrawingError for blank drawings.
     """
-    from hwr.preprocess import EmptyDrawingError, as_array, ink_bbox, to_ink
-
     arr = as_array(_check_size(image))
     h, w = arr.shape[:2]
     if max(h, w) > MAX_INPUT_SIDE:
@@ -471,8 +405,6 @@ class CorrectionStore:
     def _build_record(
         self, label: str, predicted: Any, probability: Any, checkpoint: Any, meta: dict[str, Any]
     ) -> dict[str, Any]:
-        from hwr.preprocess import PREPROCESS_VERSION
-
         clash = sorted(RESERVED_KEYS & meta.keys())
         if clash:
             raise ValueError(f"Metadata keys {clash} are reserved; pass them as named arguments.")
@@ -561,10 +493,10 @@ class CorrectionStore:
             new_dir = not label_dir.is_dir()
             label_dir.mkdir(parents=True, exist_ok=True)
             if new_dir:
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                _write_all(fd, png)
+                write_all(fd, png)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -578,7 +510,7 @@ class CorrectionStore:
                 try:
                     os.replace(tmp, final)
                     placed = True
-                    _fsync_dir(label_dir)
+                    fsync_dir(label_dir)
                     self._append_line(rec)
                 except BaseException:
                     # Roll back under the lock: no orphan, no temp file.
@@ -606,13 +538,13 @@ class CorrectionStore:
                 files = [self.root / ln.record["file_name"] for ln in hit if ln.record is not None]
                 if hit:
                     keep = [ln.raw for ln in lines if ln not in hit]
-                    _atomic_write(self.metadata_path, b"".join(r + b"\n" for r in keep))
+                    atomic_write(self.metadata_path, b"".join(r + b"\n" for r in keep))
                 else:  # an orphan PNG with this id (e.g. after a crash) is removed too
                     files = [p for p in self.root.glob(f"*/{id}.png") if p.parent.name[:1] != "."]
                 for p in files:
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
-                        _fsync_dir(p.parent)
+                        fsync_dir(p.parent)
         except OSError as exc:
             raise _write_error("Deleting the correction", exc, self.root) from exc
         if hit or files:
@@ -654,7 +586,7 @@ class CorrectionStore:
                 finally:
                     os.close(fd)
                 os.replace(tmp, zip_path)
-                _fsync_dir(zip_path.parent)
+                fsync_dir(zip_path.parent)
             except BaseException:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
@@ -780,7 +712,7 @@ class CorrectionStore:
             )
             fd = os.open(self.root / DROPPED_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                _write_all(fd, dropped)
+                write_all(fd, dropped)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -789,7 +721,7 @@ class CorrectionStore:
             dropped_ids = {id(ln) for ln, _ in drop}
             keep = [ln.raw + b"\n" for ln in lines if id(ln) not in dropped_ids]
             keep += [json.dumps(r, ensure_ascii=True).encode() + b"\n" for r in new_records]
-            _atomic_write(self.metadata_path, b"".join(keep))
+            atomic_write(self.metadata_path, b"".join(keep))
         log.info("Repaired %s: %s", self.root, "; ".join(report.actions) or "nothing to do")
 
     def _recover_orphan(self, rel: str, seen_ids: set[str], report: VerifyReport) -> dict[str, Any] | None:
@@ -809,7 +741,7 @@ class CorrectionStore:
         else:
             id_ = uuid.uuid4().hex
             os.replace(path, self.root / label / f"{id_}.png")
-            _fsync_dir(self.root / label)
+            fsync_dir(self.root / label)
         seen_ids.add(id_)
         report.actions.append(f"re-added orphan {rel} as {label}/{id_}.png")
         return {

@@ -16,28 +16,19 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageDraw
 
-from hwr.metrics import classification_report, format_confusion
+from hwr.inference import predict_probabilities
+from hwr.metrics import classification_report, confusion_matrix, format_confusion
 
 log = logging.getLogger(__name__)
 
 
-@torch.inference_mode()
-def predict_probabilities(
-    model: nn.Module,
-    images: torch.Tensor,
-    normalization: dict[str, float],
-    batch_size: int = 1000,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """images (N, 28, 28) uint8 (or float in [0, 1]) -> (N, C) probabilities on the CPU."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = ((x - normalization["mean"]) / normalization["std"]).unsqueeze(1)  # (B, 1, 28, 28)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 0)
+def report_from_probabilities(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """Metrics dict (see hwr.metrics.classification_report) plus `loss` (mean cross-entropy)."""
+    y = labels.long().cpu()
+    cm = confusion_matrix(y.numpy(), probs.argmax(dim=1).numpy(), len(classes))
+    report = classification_report(cm, classes)
+    report["loss"] = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean()) if len(y) else 0.0
+    return report
 
 
 def evaluate(
@@ -51,13 +42,7 @@ def evaluate(
 ) -> dict:
     """Metrics dict (see hwr.metrics.classification_report) plus `loss` (mean cross-entropy)."""
     probs = predict_probabilities(model, images, normalization, batch_size, device)
-    y = labels.long().cpu()
-    pred = probs.argmax(dim=1)
-    cm = np.zeros((len(classes), len(classes)), np.int64)
-    np.add.at(cm, (y.numpy(), pred.numpy()), 1)
-    report = classification_report(cm, classes)
-    report["loss"] = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean()) if len(y) else 0.0
-    return report
+    return report_from_probabilities(probs, labels, classes)
 
 
 def most_confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 25) -> list[int]:
@@ -137,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     norm = meta["normalization"]
-    probs = predict_probabilities(model, data.images, norm, args.batch_size, args.device)
-    report = evaluate(model, data.images, data.labels, meta["classes"], norm, args.batch_size, args.device)
+    probs = predict_probabilities(model, data.images, norm, args.batch_size, args.device)  # once, for report and plots
+    report = report_from_probabilities(probs, data.labels, meta["classes"])
     report.update(checkpoint=str(args.checkpoint), model=meta["name"], dataset=data.name)
     if args.plot:
         out = Path(args.plot)

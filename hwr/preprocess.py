@@ -144,7 +144,7 @@ def _to_rgba_image(x: Any) -> Image.Image:
         img = load_image_file(x)
     else:
         arr = _as_numeric_array(x)
-        img = Image.fromarray(_to_uint8(arr)) if arr.ndim in (2, 3) else None
+        img = Image.fromarray(to_uint8(arr)) if arr.ndim in (2, 3) else None
         if img is None:
             raise ValueError("A Sketchpad layer must be a 2-D or 3-D image array.")
     return img.convert("RGBA")
@@ -164,8 +164,20 @@ def _as_numeric_array(x: Any) -> np.ndarray:
     return arr
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    return (_to_unit_float(arr) * 255).round().astype(np.uint8)
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Any numeric (H, W[, C]) array -> uint8 0..255, reading values as `preprocess` does.
+
+    Converted in row chunks, so a large input never needs a whole float copy.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    offset, scale = _dtype_scale(arr)
+    out = np.empty(arr.shape, np.uint8)
+    for r in range(0, arr.shape[0], 256):
+        with np.errstate(all="ignore"):
+            chunk = (arr[r : r + 256].astype(np.float32) - np.float32(offset)) * np.float32(255.0 / scale)
+        out[r : r + 256] = np.clip(np.rint(chunk), 0, 255).astype(np.uint8)
+    return out
 
 
 def as_array(image: Any) -> np.ndarray:
@@ -231,15 +243,9 @@ def _dtype_scale(arr: np.ndarray) -> tuple[float, float]:
     return lo, max(hi - lo, 1e-12)
 
 
-def _to_unit_float(arr: np.ndarray) -> np.ndarray:
-    offset, scale = _dtype_scale(arr)
-    with np.errstate(all="ignore"):
-        out = (arr.astype(np.float32) - np.float32(offset)) / np.float32(scale)
-    return np.clip(out, 0.0, 1.0)
-
-
 def _grey_and_alpha(chunk: np.ndarray, offset: float, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
-    x = np.clip((chunk.astype(np.float32) - np.float32(offset)) / np.float32(scale), 0.0, 1.0)
+    with np.errstate(all="ignore"):  # huge float ranges overflow harmlessly to inf, then clip
+        x = np.clip((chunk.astype(np.float32) - np.float32(offset)) / np.float32(scale), 0.0, 1.0)
     if x.ndim == 2:
         return x, None
     c = x.shape[-1]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hwr.checkpoint import load_checkpoint
+from hwr.inference import predict_probabilities
 from hwr.preprocess import preprocess
 
 # The bundled digit model, trained on MNIST only (see README's model card).
@@ -40,7 +41,7 @@ class Recognizer:
         self.device = torch.device(device)
         self.classes: list[str] = list(metadata["classes"])
         norm = metadata["normalization"]
-        self._mean, self._std = float(norm["mean"]), float(norm["std"])
+        self._normalization = {"mean": float(norm["mean"]), "std": float(norm["std"])}
         self._stroke_width = metadata["preprocess"].get("stroke_width")
 
     @property
@@ -57,12 +58,10 @@ class Recognizer:
         """The (28, 28) model input for a drawing, with this model's preprocessing recipe."""
         return preprocess(image, stroke_width=self._stroke_width)
 
-    @torch.inference_mode()
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """(B, 28, 28) model inputs in [0, 1] -> (B, C) probabilities, one forward pass."""
-        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
-        x = ((x - self._mean) / self._std).unsqueeze(1)  # (B, 1, 28, 28)
-        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))  # (B, 28, 28)
+        return predict_probabilities(self.model, x, self._normalization, max(len(x), 1), self.device).numpy()
 
     def _prediction(self, probs: np.ndarray, model_input: np.ndarray) -> Prediction:
         order = np.argsort(-probs, kind="stable")
