@@ -12,6 +12,7 @@ import torch
 
 from hwr.checkpoint import load_checkpoint
 from hwr.inference import predict_probabilities
+from hwr.model import deslant
 from hwr.preprocess import preprocess
 
 # The bundled digit model, trained on MNIST only (see README's model card).
@@ -86,4 +87,12 @@ class Recognizer:
                 raise type(exc)(f"Drawing {i}: {exc}") from exc
         batch = np.stack(inputs)  # (B, 28, 28)
         probs = self.predict_inputs(batch)
-        return [self._prediction(p, x) for p, x in zip(probs, batch)]
+        return [self._prediction(p, x) for p, x in zip(probs, self.model_view(batch))]
+
+    def model_view(self, inputs: np.ndarray) -> np.ndarray:
+        """(B, 28, 28) preprocessed inputs -> what the network's first layer sees: deslanted when the
+        model deslants (a layer of the model, see hwr.model.deslant), else the inputs themselves."""
+        if not getattr(self.model, "deslant_input", False):
+            return inputs
+        with torch.inference_mode():
+            return deslant(torch.from_numpy(inputs).unsqueeze(1))[:, 0].clamp(0, 1).numpy()

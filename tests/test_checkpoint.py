@@ -14,9 +14,9 @@ from hwr.model import ModelConfig, build_model, count_parameters
 from hwr.recognizer import DEFAULT_CHECKPOINT, Recognizer
 
 
-def tiny_checkpoint(path, arch="cnn", classes=None):
+def tiny_checkpoint(path, arch="cnn", classes=None, deslant=False):
     classes = classes or [str(d) for d in range(10)]
-    config = ModelConfig(arch=arch, num_classes=len(classes), widths=(4, 4, 8))
+    config = ModelConfig(arch=arch, num_classes=len(classes), widths=(4, 4, 8), deslant=deslant)
     torch.manual_seed(0)
     model = build_model(config)
     meta = make_metadata(
@@ -139,6 +139,23 @@ def test_recognizer_on_tiny_checkpoint(tmp_path):
     assert p.model_input.shape == (28, 28) and p.model_input.dtype == np.float32
     batch = r.predict_batch([img, img[::-1]])
     assert len(batch) == 2 and batch[0].label == p.label
+
+
+def test_deslanting_model_rebuilds_from_its_checkpoint_and_shows_what_it_saw(tmp_path):
+    path = tmp_path / "slant.safetensors"
+    model, _ = tiny_checkpoint(path, deslant=True)
+    r = Recognizer.load(path)
+    assert r.model.deslant_input is True
+    img = np.zeros((200, 200), np.uint8)
+    for row in range(20, 180):  # an italic stroke: top to the right
+        col = int(100 + 0.5 * (100 - row))
+        img[row, col - 6 : col + 6] = 255
+    p = r.predict(img)
+    cols = np.arange(28)
+    spread = lambda x: float(np.sqrt((x * (cols - (x * cols).sum() / x.sum()) ** 2).sum() / x.sum()))
+    preprocessed = r.preprocess(img)
+    assert spread(p.model_input) < 0.6 * spread(preprocessed)  # model_input is the upright view
+    assert p.model_input.dtype == np.float32 and 0 <= p.model_input.min() and p.model_input.max() <= 1
 
 
 def test_bundled_checkpoint_size_and_parameters():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwr.model import CompactCNN, ModelConfig, SeedNet, build_model, count_parameters
+from hwr.model import CompactCNN, ModelConfig, SeedNet, build_model, count_parameters, deslant
 
 
 def test_seed_is_exactly_the_tutorial_network():
@@ -42,3 +42,55 @@ def test_unknown_arch_raises():
 def test_config_round_trip():
     c = ModelConfig(arch="cnn", num_classes=26, widths=(8, 16, 32))
     assert ModelConfig.from_dict(c.to_dict()) == c
+
+
+def slanted_bar(shear: float, size: int = 28) -> torch.Tensor:
+    """(1, 1, size, size): a 3 px wide bar from (row 4) to (row 23) that leans by `shear` px per row."""
+    x = torch.zeros(1, 1, size, size)
+    for row in range(4, 24):
+        col = round(14 + shear * (13.5 - row))  # top to the right when shear > 0, like italic writing
+        x[0, 0, row, col - 1 : col + 2] = 1.0
+    return x
+
+
+def column_spread(x: torch.Tensor) -> float:
+    """Standard deviation of the ink's column index: 0 for a perfectly vertical bar."""
+    ink = x[0, 0]
+    cols = torch.arange(ink.shape[1], dtype=ink.dtype).view(1, -1)
+    mean = (ink * cols).sum() / ink.sum()
+    return float(((ink * (cols - mean) ** 2).sum() / ink.sum()).sqrt())
+
+
+@pytest.mark.parametrize("shear", [-0.6, -0.3, 0.3, 0.6])
+def test_deslant_stands_a_slanted_stroke_upright_in_place(shear):
+    x = slanted_bar(shear)
+    y = deslant(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    upright = column_spread(slanted_bar(0.0))  # 0.82: a vertical 3 px bar
+    assert column_spread(y) < upright + 0.2 < column_spread(x)  # (nearly) vertical now
+    rows = torch.arange(28, dtype=torch.float32).view(-1, 1)
+    centre_row = lambda t: float((t[0, 0] * rows).sum() / t[0, 0].sum())
+    assert abs(centre_row(y) - centre_row(x)) < 0.5  # a horizontal shear moves nothing up or down
+    assert abs(float(y.sum() - x.sum())) / float(x.sum()) < 0.05  # ink is kept, not cut off
+
+
+def test_deslant_leaves_upright_and_blank_images_alone_and_ignores_normalisation():
+    upright = slanted_bar(0.0)
+    assert torch.allclose(deslant(upright), upright, atol=1e-5)
+    blank = torch.zeros(2, 1, 28, 28)
+    assert torch.equal(deslant(blank), blank)
+    x = slanted_bar(0.5)
+    mean, std = 0.1307, 0.3081  # MNIST's normalisation: the model sees normalised inputs
+    assert torch.allclose(deslant((x - mean) / std) * std + mean, deslant(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "seed"])
+def test_deslant_is_a_parameter_free_switch_of_the_config(arch):
+    plain, slanted = build_model(ModelConfig(arch=arch)), build_model(ModelConfig(arch=arch, deslant=True))
+    assert plain.state_dict().keys() == slanted.state_dict().keys()  # same weights file either way
+    slanted.load_state_dict(plain.state_dict())
+    plain.eval(), slanted.eval()
+    x = slanted_bar(0.5)
+    assert torch.allclose(slanted(x), plain(deslant(x)), atol=1e-5)
+    # configs saved before the switch existed rebuild without it
+    assert ModelConfig.from_dict({"arch": arch, "num_classes": 10}).deslant is False

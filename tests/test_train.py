@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hwr.checkpoint import read_metadata
@@ -83,3 +84,30 @@ def test_torchrun_two_processes_on_the_cpu(mnist_dir, tmp_path):
     meta = read_metadata(out)
     assert meta["training"]["world_size"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ddp.safetensors"]
+
+
+def test_presets_set_defaults_and_flags_still_win():
+    sys.path.insert(0, str(REPO))
+    import train
+
+    fast = train.parse_args(["--preset", "fast"])
+    assert (fast.widths, fast.epochs, fast.batch_size, fast.lr, fast.no_augment) == ((16, 32, 64), 1, 256, 0.01, True)
+    assert train.parse_args(["--preset", "fast", "--epochs", "4", "--widths", "8,8,8"]).epochs == 4
+    assert train.parse_args(["--preset", "fast", "--widths", "8,8,8"]).widths == (8, 8, 8)
+    bundled = train.parse_args([])
+    assert (bundled.widths, bundled.epochs, bundled.lr, bundled.no_augment) == ((32, 64, 128), 15, 3e-3, False)
+
+
+def test_fast_preset_dry_run_records_its_architecture_and_rebuilds(mnist_dir, tmp_path):
+    from hwr import Recognizer
+
+    out = tmp_path / "fast.safetensors"
+    res = run("train.py", "--preset", "fast", "--dry-run", "--bf16", "--no-progress", "--data-dir", str(mnist_dir),
+              "--out", str(out), "--stop-at", "0.5")
+    assert res.returncode == 0, res.stderr
+    meta = read_metadata(out)
+    assert meta["model"]["widths"] == [16, 32, 64] and meta["training"]["preset"] == "fast"
+    assert meta["training"]["bf16"] is True
+    r = Recognizer.load(out)  # the checkpoint alone rebuilds the smaller network
+    p = r.predict(np.pad(np.ones((20, 4)), 4))  # a bar: ink on a blank border
+    assert abs(sum(p.probabilities.values()) - 1) < 1e-5
