@@ -44,9 +44,18 @@ OUT_DEFAULT = "checkpoints/mnist-cnn.safetensors"
 # measured in bench/time_to_accuracy.py (one OneCycle epoch of a 73k-parameter net, no augmentation).
 PRESETS: dict[str, dict] = {
     "bundled": {},
-    "fast": {"widths": "16,32,64", "dropout": 0.0, "deslant": False, "epochs": 1, "batch_size": 256, "lr": 0.01,
+    "fast": {"widths": "16,32,64", "dropout": 0.0, "epochs": 1, "batch_size": 256, "lr": 0.01,
              "no_augment": True, "label_smoothing": 0.0},
 }
+
+
+def parse_angles(text: str) -> tuple[float, float]:
+    """"15,50" -> (15.0, 50.0)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 15,50, not {text!r}") from None
+    return lo, hi
 
 
 def parse_widths(text: str) -> tuple[int, int, int]:
@@ -64,16 +73,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="bundled", choices=sorted(PRESETS),
                     help="named recipe whose values become the defaults below: bundled (the bundled model's) or "
-                         "fast (fast = --widths 16,32,64 --dropout 0 --no-deslant --epochs 1 --batch-size 256 --lr 0.01 "
+                         "fast (fast = --widths 16,32,64 --dropout 0 --epochs 1 --batch-size 256 --lr 0.01 "
                          "--no-augment --label-smoothing 0) (default: bundled)")
     ap.add_argument("--dataset", default="mnist", choices=DATASETS, help="training data (default: mnist)")
     ap.add_argument("--data-dir", default=str(default_data_dir()), help="data root (default: $HWR_DATA_DIR, else ./data; downloads if absent)")
     ap.add_argument("--arch", default="cnn", choices=["cnn", "seed"], help="model architecture (default: cnn)")
     ap.add_argument("--widths", type=parse_widths, default=ModelConfig.widths, help="cnn channels at 28, 14 and 7 px (default: 32,64,128)")
     ap.add_argument("--dropout", type=float, default=ModelConfig.dropout, help=f"cnn dropout before the classifier (default: {ModelConfig.dropout})")
-    ap.add_argument("--deslant", action=argparse.BooleanOptionalAction, default=None,
+    ap.add_argument("--deslant", action="store_true",
                     help="start the model with a parameter-free layer that shears each input upright "
-                         "(hwr.model.deslant) (default: on for cnn, off for seed, which stays the tutorial's network)")
+                         "(hwr.model.deslant); see BENCHMARKS.md for what it does to real drawings (default: off)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 15; 3 when fine-tuning)")
     ap.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: 3e-3; 3e-4 when fine-tuning)")
@@ -81,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
     ap.add_argument("--no-augment", action="store_true", help="turn off augmentation (default: augment)")
     ap.add_argument("--flag-prob", type=float, default=DEFAULT_FLAG_PROB, help=f"share of 1s given a European-style flag in augmentation (default: {DEFAULT_FLAG_PROB})")
+    ap.add_argument("--flag-angle", type=parse_angles, default=(15.0, 50.0), metavar="LO,HI",
+                    help="flag direction range in degrees below horizontal (default: 15,50)")
     ap.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model on the same machine (default: 0)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda if available)")
     ap.add_argument("--stop-at", type=float, default=None, metavar="ACC", help="stop once test accuracy reaches ACC, e.g. 0.99; single process only (default: train every epoch)")
@@ -103,8 +114,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.set_defaults(**{k: parse_widths(v) if k == "widths" else v for k, v in PRESETS[preset].items()})
     args = ap.parse_args(argv)
     fine = args.init_from is not None
-    if args.deslant is None:
-        args.deslant = args.arch == "cnn"
     if args.epochs is None:
         args.epochs = FinetuneConfig.epochs if fine else 15
     if args.lr is None:
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
     )
-    augment = None if args.no_augment else augment_for(train.classes, args.flag_prob)
+    augment = None if args.no_augment else augment_for(train.classes, args.flag_prob, args.flag_angle)
     say(
         f"training {args.arch} ({count_parameters(model):,} parameters) on {train.name} "
         f"({len(labels):,} images) for {epochs} epoch(s) on {device}, {torch.get_num_threads()} threads, {world_size} process(es)",
