@@ -292,6 +292,7 @@ def build_number_tab() -> None:
             )
             number_inputs = gr.Gallery(
                 label="What the model sees, digit by digit", columns=6, height=160, allow_preview=False,
+                object_fit="contain",
                 buttons=[], elem_id="number-inputs",
             )
             number_label = gr.Textbox(
