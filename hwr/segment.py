@@ -51,6 +51,10 @@ MAX_WIDTH = 0.8  # a candidate wider than this x the digit height is penalised .
 WIDE_COST = 6.0  # ... by this much per unit of excess aspect
 KEEP_ASPECT = 1.6  # an atom at most this wide for its height ...
 KEEP_CONFIDENCE = 0.8  # ... and read whole with at least this confidence is never cut
+MIN_ATOMS_FOR_WIDTH = 3  # with at least this many atoms, one no wider than ...
+KEEP_WIDTH_RATIO = 1.6  # ... this x their median width is one digit: never cut
+SEPARATE_OVERLAP = 0.3  # two atoms overlapping along x by less than this (of the narrower) ...
+SEPARATE_COST = 1.5  # ... cost this much to read as one digit
 MAX_PIECES = 40  # more separate marks than this is not a number: refuse rather than be slow
 
 
@@ -430,11 +434,28 @@ def build_lattice(ink: np.ndarray) -> Lattice:
                 if sl_cols.size:
                     left = sl_cols[0] if left is None else min(left, sl_cols[0])
                     right = sl_cols[-1] + 1 if right is None else max(right, sl_cols[-1] + 1)
-                if last > first + 1 and right is not None and right - left > MAX_DIGIT_WIDTH * height:
-                    break
+                whole_atom = (
+                    slices[first].left is None and slices[last - 1].right is None
+                    and slices[first].atom == slices[last - 1].atom
+                )  # always a candidate, however wide: an atom may be kept whole
+                if last > first + 1 and right is not None and right - left > MAX_DIGIT_WIDTH * height and not whole_atom:
+                    if slices[first].left is not None or slices[last - 1].atom != slices[first].atom:
+                        break
+                    continue  # wider than a digit, but this atom's whole may still come
                 if right is not None:
-                    candidates.append(_candidate(first, last, own, background, ink, height, mask=not whole))
+                    candidate = _candidate(first, last, own, background, ink, height, mask=not whole)
+                    candidate.penalty += _merge_penalty(atoms, slices[first:last])
+                    candidates.append(candidate)
     return Lattice(atoms, slices, candidates, cluster_starts)
+
+
+def _merge_penalty(atoms: list[Atom], run: list[Slice]) -> float:
+    """SEPARATE_COST for each pair of consecutive atoms in a candidate that barely overlap along x
+    (less than SEPARATE_OVERLAP of the narrower): separate marks side by side are separate digits."""
+    ids = list(dict.fromkeys(s.atom for s in run))
+    return SEPARATE_COST * sum(
+        x_overlap(atoms[a].box, atoms[b].box) < SEPARATE_OVERLAP for a, b in zip(ids, ids[1:])
+    )
 
 
 def _candidate(
@@ -465,7 +486,9 @@ def atom_keeps_whole(lattice: Lattice, confidences: np.ndarray) -> list[bool]:
 
     The recognizer is confident on fragments too (half a "0" looks like a "1"), so an atom is only
     split when there is a reason: it is wider than KEEP_ASPECT times its height, or the recognizer
-    is unsure of it read whole (confidence below KEEP_CONFIDENCE).
+    is unsure of it read whole (confidence below KEEP_CONFIDENCE). And when the drawing has
+    MIN_ATOMS_FOR_WIDTH separate atoms or more, one no wider than KEEP_WIDTH_RATIO times their
+    median width is a single digit (two touching digits are about twice as wide as one).
     """
     whole_conf: dict[int, float] = {}
     first_slice: dict[int, int] = {}
@@ -477,11 +500,15 @@ def atom_keeps_whole(lattice: Lattice, confidences: np.ndarray) -> list[bool]:
         a = lattice.slices[c.first].atom
         if c.first == first_slice[a] and c.last == last_slice[a]:
             whole_conf[a] = float(confidences[k])
+    widths = [a.box[2] - a.box[0] for a in lattice.atoms]
+    # With several separate marks, their median width is a digit's width in this drawing.
+    typical = float(np.median(widths)) if len(widths) >= MIN_ATOMS_FOR_WIDTH else None
     keep = []
     for a, atom in enumerate(lattice.atoms):
         x0, y0, x1, y1 = atom.box
         aspect = (x1 - x0) / max(y1 - y0, 1)
-        keep.append(aspect <= KEEP_ASPECT and whole_conf.get(a, 0.0) >= KEEP_CONFIDENCE)
+        narrow = typical is not None and x1 - x0 <= KEEP_WIDTH_RATIO * typical
+        keep.append(narrow or (aspect <= KEEP_ASPECT and whole_conf.get(a, 0.0) >= KEEP_CONFIDENCE))
     return keep
 
 
