@@ -20,8 +20,9 @@ How a drawing is split (each step is a function below):
    merge the overlap test missed, or a cut that was not needed, can still be undone).
 6. **Choice** (`choose`): dynamic programming picks the sequence of candidates that covers every
    slice once and maximises the sum of log(recognizer confidence) minus geometric penalties
-   (cutting through ink, a digit much wider than tall). With one atom and no cut (a single digit,
-   or well separated digits) there is nothing to choose and the recognizer is not consulted twice.
+   (cutting through ink, a digit much wider than the digit height, merging marks that sit side by
+   side). An atom is only cut when there is a reason (`atom_keeps_whole`): it is very wide for its
+   height, much wider than the drawing's other marks, or the recognizer is unsure of it read whole.
 
 Every candidate carries its own ink crop (other digits' pixels removed) that goes through the same
 `hwr.preprocess.ink_to_model_input` as a single digit.
@@ -36,7 +37,8 @@ import numpy as np
 
 from hwr.preprocess import INK_THRESHOLD
 
-# --- Tuning constants (chosen on bench/multidigit.py --seed 1, a different seed from the report) ---
+# --- Tuning constants: chosen by hand on 120 + 120 four-digit numbers drawn by `render_number` with
+# seed 1 (gaps and touching), not on the seed-0 drawings that BENCHMARKS.md reports. ---
 SPECK_SIZE = 0.15  # a component whose longer side is < this x the tallest component's height is a speck
 SPECK_ATTACH_DISTANCE = 0.12  # ... attached to a component within this x that height, else dropped
 MERGE_OVERLAP = 0.6  # merge two components when their x-overlap is >= this x the narrower's width
@@ -48,7 +50,7 @@ MAX_CUTS_PER_HEIGHT = 5.0  # at most this many candidate cuts per digit height o
 MAX_DIGIT_WIDTH = 1.5  # a candidate of several slices is at most this x the digit height wide
 CUT_COST = 0.3  # log-score cost of each stroke a cut crosses
 MAX_WIDTH = 0.8  # a candidate wider than this x the digit height is penalised ...
-WIDE_COST = 6.0  # ... by this much per unit of excess aspect
+WIDE_COST = 6.0  # ... by this much per digit height of excess width
 KEEP_ASPECT = 1.6  # an atom at most this wide for its height ...
 KEEP_CONFIDENCE = 0.8  # ... and read whole with at least this confidence is never cut
 MIN_ATOMS_FOR_WIDTH = 3  # with at least this many atoms, one no wider than ...
