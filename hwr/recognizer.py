@@ -12,7 +12,8 @@ import torch
 
 from hwr.checkpoint import load_checkpoint
 from hwr.inference import predict_probabilities
-from hwr.preprocess import EmptyDrawingError, as_array, ink_to_model_input, preprocess, to_ink
+from hwr.preprocess import preprocess
+from hwr.preprocess import EmptyDrawingError, as_array, ink_to_model_input, to_ink  # noqa: I001 (read)
 from hwr.segment import build_lattice, choose
 
 # The bundled digit model, trained on MNIST only (see README's model card).
@@ -106,22 +107,6 @@ class Recognizer:
         """Predict one drawing. Raises EmptyDrawingError (blank) or ValueError (not an image)."""
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
-        """Predict many drawings in one forward pass. Any bad drawing raises, naming its index."""
-        if len(images) == 0:
-            return []
-        inputs = []
-        for i, image in enumerate(images):
-            try:
-                inputs.append(self.preprocess(image))
-            except ValueError as exc:
-                if len(images) == 1:
-                    raise
-                raise type(exc)(f"Drawing {i}: {exc}") from exc
-        batch = np.stack(inputs)  # (B, 28, 28)
-        probs = self.predict_inputs(batch)
-        return [self._prediction(p, x) for p, x in zip(probs, batch)]
-
     def read(self, image: Any) -> Reading:
         """Read a whole number drawn on one canvas: digits split apart, ordered left to right.
 
@@ -156,3 +141,19 @@ class Recognizer:
             p = self._prediction(probs[k], inputs[k])
             digits.append(DigitPrediction(p.label, p.probabilities, p.model_input, bbox, lattice.candidates[k].ink))
         return Reading(digits, len(lattice.candidates))
+
+    def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
+        """Predict many drawings in one forward pass. Any bad drawing raises, naming its index."""
+        if len(images) == 0:
+            return []
+        inputs = []
+        for i, image in enumerate(images):
+            try:
+                inputs.append(self.preprocess(image))
+            except ValueError as exc:
+                if len(images) == 1:
+                    raise
+                raise type(exc)(f"Drawing {i}: {exc}") from exc
+        batch = np.stack(inputs)  # (B, 28, 28)
+        probs = self.predict_inputs(batch)
+        return [self._prediction(p, x) for p, x in zip(probs, batch)]
