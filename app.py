@@ -1,7 +1,8 @@
 """Draw a digit, see what the model predicts and what it saw, and correct it: the Gradio app.
 
 Layout and wiring only; the logic is in `hwr/app_logic.py`. Run with `python app.py`.
-API endpoints: /predict and /save_correction (the "Model" accordion's events are private).
+API endpoints: /predict and /save_correction; /read_number and /save_number_correction (the
+"Number" tab); the "Model" accordion's events are private.
 
 Settings (environment; details in `hwr/app_logic.py`):
     HWR_CHECKPOINT        the model to start with (default: the bundled one)
@@ -30,6 +31,7 @@ from gradio.components.image_editor import EditorData
 from pydantic import ConfigDict, ValidationError
 
 from hwr import CheckpointError
+from hwr.number_app import EMPTY_NUMBER_MESSAGE, NumberApp
 from hwr.app_logic import (
     EMPTY_MESSAGE,
     SAVED_MARK,
@@ -179,6 +181,7 @@ try:
 except CheckpointError as exc:
     raise SystemExit(f"Cannot start the app: {exc}") from None
 APP.warm_up()
+NUMBER_APP = NumberApp(APP)  # the "Number" tab: same model and corrections store
 
 
 @friendly_errors
@@ -232,6 +235,85 @@ def clear_outputs() -> tuple[str, None, None, str]:
     The canvas itself is cleared in the browser (CLEAR_CANVAS_JS).
     """
     return EMPTY_MESSAGE, None, None, ""
+
+
+# --- The "Number" tab: a whole number on a wide canvas -----------------------------------------
+
+NUMBER_CANVAS_SIZE = (800, 300)
+NUMBER_SKETCHPAD_HEIGHT = 440  # px: the 300 px canvas plus the toolbars
+NUMBER_SELECT_BRUSH_JS = SELECT_BRUSH_JS.replace("#sketchpad", "#number-sketchpad")
+NUMBER_CLEAR_CANVAS_JS = CLEAR_CANVAS_JS.replace("#sketchpad", "#number-sketchpad")
+
+
+@friendly_errors
+def read_number(sketch: dict | None) -> tuple[str, Any, Any]:
+    """The number read (Markdown), the drawing with each digit's box, and the digits' model inputs."""
+    return NUMBER_APP.read(sketch)
+
+
+@friendly_errors
+def save_number_correction(sketch: dict | None, number: str | None) -> str:
+    """Save each digit of the drawing as its own correction, labelled by the typed number."""
+    return NUMBER_APP.save_correction(sketch, number).message
+
+
+def clear_number_outputs() -> tuple[str, None, list, str, str]:
+    """Reset the Number tab's outputs (the canvas is cleared in the browser)."""
+    return EMPTY_NUMBER_MESSAGE, None, [], "", ""
+
+
+def build_number_tab() -> None:
+    """The Number tab's components and events (called inside the Blocks, in a gr.Tab)."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=520):
+            number_sketch = gr.Sketchpad(
+                label="Draw a number (several digits, left to right)",
+                canvas_size=NUMBER_CANVAS_SIZE,
+                fixed_canvas=True,
+                brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"], color_mode="fixed"),
+                eraser=gr.Eraser(default_size=BRUSH_RADIUS * 2),
+                layers=False,
+                transforms=(),
+                image_mode="RGBA",
+                type="numpy",
+                buttons=[],
+                height=NUMBER_SKETCHPAD_HEIGHT,
+                elem_id="number-sketchpad",
+            )
+            guard_sketchpad(number_sketch)
+            with gr.Row():
+                read_button = gr.Button("Read", variant="primary", elem_id="read-number-button")
+                clear_number_button = gr.Button("Clear", elem_id="clear-number-button")
+        with gr.Column(scale=2, min_width=280):
+            number_text = gr.Markdown(EMPTY_NUMBER_MESSAGE, elem_id="number-text")
+            number_boxes = gr.Image(
+                label="Digits found", type="numpy", format="png", interactive=False, buttons=[],
+                elem_id="number-boxes",
+            )
+            number_inputs = gr.Gallery(
+                label="What the model sees, digit by digit", columns=6, height=160, allow_preview=False,
+                object_fit="contain",
+                buttons=[], elem_id="number-inputs",
+            )
+            number_label = gr.Textbox(
+                label="Wrong? The number is:", placeholder="e.g. 2026", max_lines=1, elem_id="number-label"
+            )
+            save_number_button = gr.Button("Save correction (one per digit)", elem_id="save-number-button")
+            number_message = gr.Markdown(elem_id="number-message")
+    outputs = [number_text, number_boxes, number_inputs]
+    number_sketch.change(
+        read_number, inputs=number_sketch, outputs=outputs, trigger_mode="always_last", show_progress="hidden",
+        concurrency_limit=4, api_name="read_number_while_drawing", api_visibility="private",
+    )
+    read_button.click(read_number, inputs=number_sketch, outputs=outputs, api_name="read_number", concurrency_limit=4)
+    save_number_button.click(
+        save_number_correction, inputs=[number_sketch, number_label], outputs=number_message,
+        api_name="save_number_correction",
+    )
+    clear_number_button.click(
+        clear_number_outputs, outputs=[*outputs, number_label, number_message], js=NUMBER_CLEAR_CANVAS_JS,
+        api_name="clear_number", api_visibility="private",
+    )
 
 
 # analytics off: no telemetry and no version check, so nothing goes out at start-up.
@@ -358,6 +440,11 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
         api_name="clear",
         api_visibility="private",
     )
+
+    # The Number mode, in its own tab (the single-digit UI above is unchanged).
+    with gr.Tab("Number: read several digits", elem_id="number-tab") as number_tab:
+        build_number_tab()
+    number_tab.select(None, js=NUMBER_SELECT_BRUSH_JS)
 
 
 if __name__ == "__main__":

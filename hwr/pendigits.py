@@ -268,6 +268,43 @@ def _check_render_args(
     return width, height
 
 
+def _draw_strokes(
+    digit: PenDigit,
+    size: tuple[int, int],
+    scale: float,
+    centre: tuple[float, float],
+    position: tuple[float, float],
+    brush_px: float,
+    ss: int,
+) -> np.ndarray:
+    """Draw the strokes with a round brush; (H, W) uint8 coverage (255 = ink), size = (W, H).
+
+    The trajectory point `centre` (tablet px) lands at `position` (canvas px), scaled by `scale`
+    canvas px per tablet px, y flipped. Drawn at ss times the size and box-averaged down.
+    """
+    width, height = size
+    px, py = position
+    big_w, big_h = width * ss, height * ss
+    line_width = max(1, round(brush_px * ss))
+    # PIL fills the pixels of both ends of an ellipse's box: shrink the box by half a pixel on each
+    # side so the dots are as wide as the lines.
+    radius = line_width / 2 - 0.5
+    mask = Image.new("L", (big_w, big_h), 0)
+    draw = ImageDraw.Draw(mask)
+    for stroke in digit.strokes:
+        # Canvas coordinates in supersampled pixels; pixel i covers [i, i+1), so centres are at +0.5.
+        xs = (px + scale * (stroke[:, 0] - centre[0])) * ss - 0.5
+        ys = (py - scale * (stroke[:, 1] - centre[1])) * ss - 0.5
+        pts = list(zip(xs.tolist(), ys.tolist()))
+        if len(pts) >= 2:
+            draw.line(pts, fill=255, width=line_width)
+        for x, y in pts:  # round caps and joins; a one-point stroke becomes a dot
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    if ss > 1:
+        mask = mask.reduce(ss)  # box average of ss x ss blocks: anti-aliasing
+    return np.asarray(mask, dtype=np.uint8)
+
+
 def render(
     digit: PenDigit,
     canvas_size: tuple[int, int] = (400, 400),
@@ -295,25 +332,7 @@ def render(
     px = _clamp(cx * width, lay.half_extent[0], width - lay.half_extent[0])
     py = _clamp(cy * height, lay.half_extent[1], height - lay.half_extent[1])
 
-    big_w, big_h = width * ss, height * ss
-    line_width = max(1, round(lay.brush_px * ss))
-    # PIL fills the pixels of both ends of an ellipse's box: shrink the box by half a pixel on each
-    # side so the dots are as wide as the lines.
-    radius = line_width / 2 - 0.5
-    mask = Image.new("L", (big_w, big_h), 0)
-    draw = ImageDraw.Draw(mask)
-    for stroke in digit.strokes:
-        # Canvas coordinates in supersampled pixels; pixel i covers [i, i+1), so centres are at +0.5.
-        xs = (px + lay.scale * (stroke[:, 0] - lay.centre[0])) * ss - 0.5
-        ys = (py - lay.scale * (stroke[:, 1] - lay.centre[1])) * ss - 0.5
-        pts = list(zip(xs.tolist(), ys.tolist()))
-        if len(pts) >= 2:
-            draw.line(pts, fill=255, width=line_width)
-        for x, y in pts:  # round caps and joins; a one-point stroke becomes a dot
-            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
-    if ss > 1:
-        mask = mask.reduce(ss)  # box average of ss x ss blocks: anti-aliasing
-    alpha = np.asarray(mask, dtype=np.uint8)
+    alpha = _draw_strokes(digit, (width, height), lay.scale, lay.centre, (px, py), lay.brush_px, ss)
 
     out = np.empty((height, width, 4), dtype=np.uint8)
     if background == "white":
@@ -356,3 +375,161 @@ def random_render(
         background=background,
     )
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers: several digits on one wide canvas
+# ---------------------------------------------------------------------------------------------
+
+NUMBER_CANVAS = (800, 300)  # (W, H) px: the app's "Number" canvas
+NUMBER_HEIGHT_FRAC = (0.35, 0.65)  # the tallest digit's height, as a fraction of the canvas height
+NUMBER_SIZE_SPREAD = (0.75, 1.0)  # each digit's height relative to the tallest ("random sizes")
+NUMBER_BASELINE_JITTER = 0.06  # each digit's bottom moves up or down by up to this x its height
+NUMBER_BRUSH_FRAC = (0.06, 0.14)  # one brush per number, as a fraction of the digit height
+NUMBER_GAP = (-0.05, 0.40)  # gap between neighbours' inks, in nominal digit widths (issue 8)
+NUMBER_TOUCH_OVERLAP = (0.0, 0.05)  # touching: pushed together this much past first contact
+NOMINAL_DIGIT_WIDTH = 0.6  # a nominal digit width as a fraction of its height (for the gaps)
+_INK_ALPHA = 64  # coverage above which a pixel counts as ink (INK_THRESHOLD = 0.25 of 255)
+
+
+@dataclass(frozen=True, eq=False)
+class NumberDrawing:
+    """Several pendigits digits drawn side by side on one canvas, with the truth about them."""
+
+    image: np.ndarray  # (H, W, 4) uint8 RGBA
+    label: str  # e.g. "2026"
+    boxes: tuple[tuple[int, int, int, int], ...]  # each digit's ink box (x0, y0, x1, y1), canvas px
+    touching: tuple[bool, ...]  # per neighbour pair: do their inks touch (one connected blob)?
+
+
+def _digit_tile(digit: PenDigit, height_px: float, brush_px: float) -> np.ndarray:
+    """The digit drawn `height_px` tall (trajectory) with a round brush, cropped to its ink; (h, w) uint8."""
+    points = np.concatenate(digit.strokes, axis=0)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    w, h = float(hi[0] - lo[0]), float(hi[1] - lo[1])
+    extent = h if h > 0 else w
+    scale = height_px / extent if extent > 0 else 0.0
+    pad = brush_px / 2 + MARGIN_PX
+    size = (int(np.ceil(scale * w + 2 * pad)), int(np.ceil(scale * h + 2 * pad)))
+    centre = (float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2)
+    alpha = _draw_strokes(digit, size, scale, centre, (size[0] / 2, size[1] / 2), brush_px, 2)
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    return alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _row_extents(tile: np.ndarray, top: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Leftmost and rightmost ink column of each canvas row (tile placed at `top`, x = 0); -1/inf where none."""
+    left = np.full(height, np.inf)
+    right = np.full(height, -np.inf)
+    ink = tile > _INK_ALPHA
+    rows = np.flatnonzero(ink.any(axis=1))
+    for r in rows:
+        cols = np.flatnonzero(ink[r])
+        if 0 <= top + r < height:
+            left[top + r], right[top + r] = cols[0], cols[-1]
+    return left, right
+
+
+def _contact_offset(right_of_left: np.ndarray, left_of_right: np.ndarray) -> float | None:
+    """The x offset of the right tile (relative to canvas x 0) at which its ink first touches the left ink.
+
+    8-connected contact: some row (or neighbouring row) has right_tile_col + offset <= left_col + 1.
+    """
+    both = np.isfinite(right_of_left) & np.isfinite(left_of_right)
+    if not both.any():
+        return None
+    # allow contact across neighbouring rows (diagonal adjacency)
+    r = right_of_left.copy()
+    r[1:] = np.maximum(r[1:], right_of_left[:-1])
+    r[:-1] = np.maximum(r[:-1], right_of_left[1:])
+    ok = np.isfinite(r) & np.isfinite(left_of_right)
+    return float(np.max(r[ok] + 1 - left_of_right[ok]))
+
+
+def render_number(
+    digits: list[PenDigit],
+    rng: np.random.Generator,
+    *,
+    touching: bool = False,
+    canvas_size: tuple[int, int] = NUMBER_CANVAS,
+    background: Background = "white",
+) -> NumberDrawing:
+    """Draw digits left to right on one canvas, as someone writing a number would.
+
+    Random within the number: each digit's size (NUMBER_SIZE_SPREAD of the tallest), its baseline
+    (NUMBER_BASELINE_JITTER), and, with touching=False, the gap between neighbours' inks
+    (NUMBER_GAP nominal digit widths: from a 5 % overlap to 40 % of a width; slanted digits may
+    still touch, which `NumberDrawing.touching` records). With touching=True every digit is pushed
+    against its left neighbour until their inks touch, then NUMBER_TOUCH_OVERLAP further. The
+    whole number is shrunk if needed to fit the canvas, and placed at random on it.
+    """
+    if not digits:
+        raise ValueError("render_number needs at least one digit")
+    width, height = (int(v) for v in canvas_size)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    tallest = float(rng.uniform(*NUMBER_HEIGHT_FRAC)) * height
+    sizes = rng.uniform(*NUMBER_SIZE_SPREAD, size=len(digits))
+    brush_frac = float(rng.uniform(*NUMBER_BRUSH_FRAC))
+    jitter = rng.uniform(-NUMBER_BASELINE_JITTER, NUMBER_BASELINE_JITTER, size=len(digits))
+    gaps = rng.uniform(*(NUMBER_TOUCH_OVERLAP if touching else NUMBER_GAP), size=len(digits))
+    # Shrink so that the widest possible layout fits: widths from each trajectory's aspect ratio.
+    aspects = []
+    for d in digits:
+        pts = np.concatenate(d.strokes, axis=0)
+        ext = pts.max(axis=0) - pts.min(axis=0)
+        aspects.append(float(ext[0] / ext[1]) if ext[1] > 0 else 1.0)
+    unit = NOMINAL_DIGIT_WIDTH * tallest
+    est_width = sum(tallest * s * a + brush_frac * tallest for s, a in zip(sizes, aspects))
+    est_width += (len(digits) - 1) * max(NUMBER_GAP[1], 0.0) * unit
+    shrink = min(1.0, (width - 2 * 8) / max(est_width, 1.0), (height - 2 * 8) / (tallest * (1 + 2 * NUMBER_BASELINE_JITTER) + brush_frac * tallest))
+    tallest *= shrink
+    unit *= shrink
+    brush = brush_frac * tallest
+
+    tiles = [_digit_tile(d, tallest * s, brush) for d, s in zip(digits, sizes)]
+    top_band = int(np.ceil(tallest * NUMBER_BASELINE_JITTER + brush)) + 2
+    baseline = top_band + int(np.ceil(tallest * (1 + NUMBER_BASELINE_JITTER)))  # in a layout frame
+    frame_h = baseline + top_band
+    tops = [int(round(baseline - t.shape[0] + j * t.shape[0])) for t, j in zip(tiles, jitter)]
+    xs: list[int] = [0]
+    contacts: list[bool] = []
+    for i in range(1, len(tiles)):
+        prev_l, prev_r = _row_extents(tiles[i - 1], tops[i - 1], frame_h)
+        cur_l, _ = _row_extents(tiles[i], tops[i], frame_h)
+        prev_r = prev_r + xs[i - 1]
+        touch_at = _contact_offset(prev_r, cur_l)
+        if touching and touch_at is not None:
+            x = int(np.floor(touch_at - gaps[i] * unit))
+        else:
+            x = int(round(xs[i - 1] + tiles[i - 1].shape[1] + gaps[i] * unit))
+        xs.append(x)
+        contacts.append(touch_at is not None and x <= touch_at)
+    left_edge = min(xs)
+    right_edge = max(x + t.shape[1] for x, t in zip(xs, tiles))
+    total_w = right_edge - left_edge
+    min_top = min(tops)
+    max_bottom = max(t + tile.shape[0] for t, tile in zip(tops, tiles))
+    total_h = max_bottom - min_top
+    if total_w > width or total_h > height:
+        raise ValueError(f"number does not fit the canvas ({total_w}x{total_h} > {width}x{height})")
+    ox = int(rng.integers(0, width - total_w + 1)) - left_edge
+    oy = int(rng.integers(0, height - total_h + 1)) - min_top
+    alpha = np.zeros((height, width), np.uint8)
+    boxes = []
+    for x, t, tile in zip(xs, tops, tiles):
+        x0, y0 = x + ox, t + oy
+        region = alpha[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]]
+        np.maximum(region, tile, out=region)  # ink over ink, as on a canvas
+        ink = tile > _INK_ALPHA
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        boxes.append((x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1))
+    out = np.empty((height, width, 4), np.uint8)
+    if background == "white":
+        out[..., :3] = (255 - alpha)[..., None]
+        out[..., 3] = 255
+    else:
+        out[..., :3] = 0
+        out[..., 3] = alpha
+    label = "".join(d.label for d in digits)
+    return NumberDrawing(out, label, tuple(boxes), tuple(contacts))

@@ -14,6 +14,8 @@ from hwr.checkpoint import load_checkpoint
 from hwr.inference import predict_probabilities
 from hwr.model import deslant
 from hwr.preprocess import preprocess
+from hwr.preprocess import EmptyDrawingError, as_array, ink_to_model_input, to_ink  # noqa: I001 (read)
+from hwr.segment import build_lattice, choose
 
 # The bundled digit model, trained on MNIST only (see README's model card).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mnist-cnn.safetensors"
@@ -31,6 +33,39 @@ class Prediction:
 
     def top(self, k: int = 3) -> dict[str, float]:
         return dict(list(self.probabilities.items())[:k])
+
+
+@dataclass
+class DigitPrediction(Prediction):
+    """One digit of a number: a Prediction plus where the digit is in the drawing."""
+
+    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)  # (x0, y0, x1, y1) in input-image pixels, x1/y1 exclusive
+    # The digit's own ink (h, w) float32 in [0, 1], other digits removed (ink-map pixels: the input's
+    # pixels unless a huge input was reduced): what went through preprocessing; saved as a correction.
+    ink: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class Reading:
+    """What `Recognizer.read` found in a drawing: the digits, left to right."""
+
+    digits: list[DigitPrediction]
+    candidates: int = 0  # how many candidate digits were scored to choose these
+
+    @property
+    def text(self) -> str:
+        """The number read, e.g. "2026"."""
+        return "".join(d.label for d in self.digits)
+
+    @property
+    def confidence(self) -> float:
+        """The product of the digits' confidences: the chance that every digit is right if the
+        digits' errors were independent (so a long number is less certain than each digit)."""
+        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
+
+    @property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        return [d.bbox for d in self.digits]
 
 
 class Recognizer:
@@ -72,6 +107,41 @@ class Recognizer:
     def predict(self, image: Any) -> Prediction:
         """Predict one drawing. Raises EmptyDrawingError (blank) or ValueError (not an image)."""
         return self.predict_batch([image])[0]
+
+    def read(self, image: Any) -> Reading:
+        """Read a whole number drawn on one canvas: digits split apart, ordered left to right.
+
+        Segmentation (`hwr.segment`) proposes candidate digits; each goes through this model's
+        preprocessing (the same as `predict`) and all are scored in one forward pass; the best
+        consistent split is kept. A single digit gets exactly the model input `predict` gives it.
+        Raises EmptyDrawingError (blank), TooManyPiecesError or ValueError (not an image).
+        """
+        arr = as_array(image)
+        ink_map = to_ink(arr)
+        lattice = build_lattice(ink_map.ink)
+        if not lattice.candidates:
+            raise EmptyDrawingError()
+        inputs = np.zeros((len(lattice.candidates), 28, 28), np.float32)  # (N, 28, 28)
+        readable = np.ones(len(lattice.candidates), bool)
+        for i, c in enumerate(lattice.candidates):
+            try:
+                inputs[i] = ink_to_model_input(c.ink, self._stroke_width)
+            except EmptyDrawingError:  # a slice of faint pixels only: never chosen
+                readable[i] = False
+        probs = self.predict_inputs(inputs)  # (N, C), one forward pass for every candidate
+        confidences = np.where(readable, probs.max(axis=1), 0.0)
+        chosen = choose(lattice, confidences)
+        if not chosen:
+            raise EmptyDrawingError()
+        f = ink_map.reduction
+        h, w = arr.shape[:2]
+        digits = []
+        for k in chosen:
+            x0, y0, x1, y1 = lattice.candidates[k].box
+            bbox = (x0 * f, y0 * f, min(x1 * f, w), min(y1 * f, h))
+            p = self._prediction(probs[k], inputs[k])
+            digits.append(DigitPrediction(p.label, p.probabilities, p.model_input, bbox, lattice.candidates[k].ink))
+        return Reading(digits, len(lattice.candidates))
 
     def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
         """Predict many drawings in one forward pass. Any bad drawing raises, naming its index."""

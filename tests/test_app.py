@@ -277,7 +277,7 @@ def test_app_builds_demo_without_launching(app_module) -> None:
     assert isinstance(app_module.demo, gr.Blocks)
     assert not app_module.demo.is_running  # launch() only under __main__
     names = {fn.api_name for fn in app_module.demo.fns.values() if fn.api_visibility == "public"}
-    assert names == {"predict", "save_correction"}
+    assert names == {"predict", "save_correction", "read_number", "save_number_correction"}
 
 
 def test_app_handlers(app_module) -> None:
@@ -374,9 +374,10 @@ def api_sketch(path: Path | str) -> dict:
     return {"background": None, "layers": [], "composite": handle_file(str(path))}
 
 
-def test_api_lists_the_two_endpoints(client) -> None:
+def test_api_lists_the_public_endpoints(client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/predict", "/save_correction"}
+    assert set(endpoints) == {"/predict", "/save_correction", "/read_number", "/save_number_correction"}
+    assert [p["parameter_name"] for p in endpoints["/save_number_correction"]["parameters"]] == ["sketch", "number"]
     assert [p["parameter_name"] for p in endpoints["/save_correction"]["parameters"]] == ["sketch", "label"]
 
 
