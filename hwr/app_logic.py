@@ -700,7 +700,11 @@ class ModeApps:
             return None
         try:
             recognizer = Recognizer.load(path)
-            store = CorrectionStore(settings.corrections_dir / LETTERS_SUBDIR, classes=recognizer.classes)
+            store = CorrectionStore(
+                settings.corrections_dir / LETTERS_SUBDIR,
+                classes=recognizer.classes,
+                preprocess_version=str(recognizer.metadata["preprocess"].get("version") or recognizer.recipe),
+            )
         except (CheckpointError, ValueError) as exc:
             log.error("Letters mode off: cannot load the letters model: %s", exc)
             return None

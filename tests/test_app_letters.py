@@ -97,6 +97,9 @@ def test_corrections_are_kept_per_model(settings: Settings) -> None:
     assert "Saved as **l**" in saved.message
     assert digits.save_correction(sketch(), "1").saved
     assert [s.label for s in CorrectionStore(settings.corrections_dir / LETTERS_SUBDIR).samples()] == ["l"]
+    record = CorrectionStore(settings.corrections_dir / LETTERS_SUBDIR).samples()[-1].meta
+    assert record["preprocess_version"] == "emnist-v1"  # the letters model's recipe, not MNIST's
+    assert digits.store.samples()[-1].meta["preprocess_version"] == "mnist-v1"
     assert [s.label for s in digits.store.samples()] == ["1"]  # the letters sub-folder is not a label
     assert digits.store.verify().ok and letters.store.verify().ok
     refused = letters.save_correction(sketch(), "7")
