@@ -6,6 +6,8 @@ API endpoints: /predict and /save_correction; /read_number and /save_number_corr
 
 Settings (environment; details in `hwr/app_logic.py`):
     HWR_CHECKPOINT        the model to start with (default: the bundled one)
+    HWR_LETTERS_CHECKPOINT  the letters model; when it is present a "Digits / Letters" switch shows
+                          (default: the bundled checkpoints/letters-cnn.safetensors; "none": off)
     HWR_CORRECTIONS_DIR   where corrections are saved (default: ./corrections)
     HWR_MODELS_DIR        where fine-tuned models are saved (default: ./models)
     HWR_DATA_DIR          MNIST for replay and the accuracy check while fine-tuning (default: ./data;
@@ -33,13 +35,16 @@ from pydantic import ConfigDict, ValidationError
 from hwr import CheckpointError
 from hwr.number_app import EMPTY_NUMBER_MESSAGE, NumberApp
 from hwr.app_logic import (
+    DIGITS,
     EMPTY_MESSAGE,
     SAVED_MARK,
     DigitApp,
+    ModeApps,
     FinetuneOutcome,
     InvalidDrawingError,
     Settings,
     check_upload,
+    empty_message,
     malformed_sketch_message,
     unknown_label_message,
     unreadable_upload_message,
@@ -177,56 +182,64 @@ def friendly_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 
 try:
-    APP = DigitApp.from_settings(Settings.from_env())  # the model is loaded once per process
+    APPS = ModeApps.from_settings(Settings.from_env())  # the models are loaded once per process
 except CheckpointError as exc:
     raise SystemExit(f"Cannot start the app: {exc}") from None
-APP.warm_up()
-NUMBER_APP = NumberApp(APP)  # the "Number" tab: same model and corrections store
+APP: DigitApp = APPS.digits  # the digit mode; APPS.get(mode) serves the "Digits / Letters" switch
+APPS.warm_up()
+NUMBER_APP = NumberApp(APP)  # the "Number" tab: the digit model and its corrections store
+
+# Every single-digit handler below takes the session's mode (a gr.State, so not an API parameter: API
+# clients always get digits) as its last argument, "Digits" by default.
 
 
 @friendly_errors
-def predict(sketch: dict | None) -> tuple[Any, Any]:
+def predict(sketch: dict | None, mode: str = DIGITS) -> tuple[Any, Any]:
     """The gr.Label value (top 3, or "Draw a digit") and the enlarged 28x28 model input."""
-    return APP.predict(sketch)
+    return APPS.get(mode).predict(sketch)
 
 
 @friendly_errors
-def save_correction(sketch: dict | None, label: str | None, last_saved_id: str | None) -> tuple[str, str | None]:
+def save_correction(
+    sketch: dict | None, label: str | None, last_saved_id: str | None, mode: str = DIGITS
+) -> tuple[str, str | None]:
     """Save the drawing as `label`: (message, the id "Undo last save" removes)."""
-    outcome = APP.save_correction(sketch, label)
+    outcome = APPS.get(mode).save_correction(sketch, label)
     return outcome.message, outcome.saved_id or last_saved_id
 
 
 @friendly_errors
-def undo(last_saved_id: str | None) -> tuple[str, None]:
+def undo(last_saved_id: str | None, mode: str = DIGITS) -> tuple[str, None]:
     """Delete the last saved correction."""
-    return APP.undo(last_saved_id), None
+    return APPS.get(mode).undo(last_saved_id), None
 
 
-def header() -> str:
+def header(mode: str = DIGITS) -> str:
     """The header for the model in use now (it changes after a fine-tune or a switch)."""
-    return APP.header()
+    return APPS.get(mode).header()
 
 
-def corrections_counts() -> str:
+def corrections_counts(mode: str = DIGITS) -> str:
     """The corrections stored per label, as Markdown."""
-    return APP.counts_markdown()
+    return APPS.get(mode).counts_markdown()
 
 
 @friendly_errors
-def finetune_model(progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:
+def finetune_model(progress: gr.Progress = gr.Progress(), mode: str = DIGITS) -> tuple[str, str, str]:
     """Fine-tune the model in use on the stored corrections: (message, header, counts).
 
     Runs in a worker thread for as long as it trains; predictions go on meanwhile.
     """
-    outcome: FinetuneOutcome = APP.start_finetune(lambda fraction, message: progress(fraction, desc=message))
-    return outcome.message, APP.header(), APP.counts_markdown()
+    app = APPS.get(mode)
+    outcome: FinetuneOutcome = app.start_finetune(lambda fraction, message: progress(fraction, desc=message))
+    return outcome.message, app.header(), app.counts_markdown()
 
 
 @friendly_errors
-def use_bundled_model() -> tuple[str, str]:
+def use_bundled_model(mode: str = DIGITS) -> tuple[str, str]:
     """Switch back to the bundled model: (message, header)."""
-    return APP.use_bundled(), APP.header()
+    app = APPS.get(mode)
+    return app.use_bundled(), app.header()
 
 
 def clear_outputs() -> tuple[str, None, None, str]:
@@ -235,6 +248,20 @@ def clear_outputs() -> tuple[str, None, None, str]:
     The canvas itself is cleared in the browser (CLEAR_CANVAS_JS).
     """
     return EMPTY_MESSAGE, None, None, ""
+
+
+def empty_label(mode: str = DIGITS) -> str:
+    """The label area's text for an empty canvas in this mode: "Draw a digit" / "Draw a letter"."""
+    return empty_message(APPS.get(mode).kind)
+
+
+def switch_mode(mode: str) -> tuple[str, str, Any, str, None, str, None, str]:
+    """The "Digits / Letters" switch: (the session's mode, header, label choices, prediction,
+    model view, message, undo target, counts). The drawing stays; it is predicted again after."""
+    app = APPS.get(mode)
+    mode = mode if app is not APP else DIGITS
+    choices = gr.Radio(choices=app.classes, value=None)  # the session's copy gets these choices
+    return mode, app.header(), choices, empty_message(app.kind), None, "", None, app.counts_markdown()
 
 
 # --- The "Number" tab: a whole number on a wide canvas -----------------------------------------
@@ -319,8 +346,16 @@ def build_number_tab() -> None:
 # analytics off: no telemetry and no version check, so nothing goes out at start-up.
 with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as demo:
     header_text = gr.Markdown(APP.header(), elem_id="header")
+    mode = gr.State(DIGITS)  # this session's mode
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
+            mode_switch = gr.Radio(
+                choices=APPS.modes,
+                value=DIGITS,
+                label="Recognise",
+                visible=APPS.has_letters,  # shown only when a letters model is present
+                elem_id="mode-switch",
+            )
             sketch = gr.Sketchpad(
                 label="Draw a digit",
                 canvas_size=CANVAS_SIZE,
@@ -381,10 +416,21 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
 
     demo.load(None, js=SELECT_BRUSH_JS)  # draw at once, without first clicking the brush tool
     # The model may have changed since the page was built (a fine-tune by another visitor).
-    demo.load(header, outputs=header_text, api_name="header", api_visibility="private", show_progress="hidden")
+    demo.load(header, inputs=mode, outputs=header_text, api_name="header", api_visibility="private", show_progress="hidden")
+    mode_switch.change(
+        switch_mode,
+        inputs=mode_switch,
+        outputs=[mode, header_text, correct_label, prediction, model_view, message, last_saved_id, counts_text],
+        api_name="switch_mode",
+        api_visibility="private",
+        show_progress="hidden",
+    ).then(
+        predict, inputs=[sketch, mode], outputs=[prediction, model_view], api_name="predict_after_switch",
+        api_visibility="private", show_progress="hidden",
+    )
     sketch.change(
         predict,
-        inputs=sketch,
+        inputs=[sketch, mode],
         outputs=[prediction, model_view],
         trigger_mode="always_last",
         show_progress="hidden",
@@ -393,33 +439,34 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
         api_visibility="private",
     )
     predict_button.click(
-        predict, inputs=sketch, outputs=[prediction, model_view], api_name="predict", concurrency_limit=4
+        predict, inputs=[sketch, mode], outputs=[prediction, model_view], api_name="predict", concurrency_limit=4
     )
     saved = save_button.click(
         save_correction,
-        inputs=[sketch, correct_label, last_saved_id],
+        inputs=[sketch, correct_label, last_saved_id, mode],
         outputs=[message, last_saved_id],
         api_name="save_correction",
     )
     saved.success(None, inputs=[message, correct_label], outputs=correct_label, js=CLEAR_IF_SAVED_JS)
     saved.then(
-        corrections_counts, outputs=counts_text, api_name="counts_after_save", api_visibility="private",
+        corrections_counts, inputs=mode, outputs=counts_text, api_name="counts_after_save", api_visibility="private",
         show_progress="hidden",
     )
     undo_button.click(
-        undo, inputs=last_saved_id, outputs=[message, last_saved_id], api_name="undo", api_visibility="private"
+        undo, inputs=[last_saved_id, mode], outputs=[message, last_saved_id], api_name="undo", api_visibility="private"
     ).then(
-        corrections_counts, outputs=counts_text, api_name="counts_after_undo", api_visibility="private",
+        corrections_counts, inputs=mode, outputs=counts_text, api_name="counts_after_undo", api_visibility="private",
         show_progress="hidden",
     )
     model_box.expand(
-        corrections_counts, outputs=counts_text, api_name="counts_on_open", api_visibility="private"
+        corrections_counts, inputs=mode, outputs=counts_text, api_name="counts_on_open", api_visibility="private"
     )
     refresh_button.click(
-        corrections_counts, outputs=counts_text, api_name="counts", api_visibility="private"
+        corrections_counts, inputs=mode, outputs=counts_text, api_name="counts", api_visibility="private"
     )
     finetune_button.click(
         finetune_model,
+        inputs=mode,
         outputs=[model_message, header_text, counts_text],
         show_progress_on=model_message,  # the progress bar under the buttons, not over the header
         concurrency_id=FINETUNE_CONCURRENCY_ID,  # not the predict events' group: they keep running
@@ -429,6 +476,7 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
     )
     bundled_button.click(
         use_bundled_model,
+        inputs=mode,
         outputs=[model_message, header_text],
         api_name="use_bundled_model",
         api_visibility="private",
@@ -439,6 +487,9 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
         js=CLEAR_CANVAS_JS,
         api_name="clear",
         api_visibility="private",
+    ).then(  # "Draw a letter" in letters mode
+        empty_label, inputs=mode, outputs=prediction, api_name="empty_label", api_visibility="private",
+        show_progress="hidden",
     )
 
     # The Number mode, in its own tab (the single-digit UI above is unchanged).

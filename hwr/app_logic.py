@@ -5,6 +5,10 @@ returns plain Python values (dicts, strings, numpy arrays), so it can be tested 
 
 Settings come from the environment (see `Settings.from_env`):
     HWR_CHECKPOINT        the model to load (default: the bundled checkpoints/mnist-cnn.safetensors)
+    HWR_LETTERS_CHECKPOINT  the letters model behind the "Digits / Letters" switch (default: the
+                          bundled checkpoints/letters-cnn.safetensors; "none" or a missing file: no
+                          switch, digits only). Its corrections go to <corrections>/letters and its
+                          fine-tuned models to <models>/letters.
     HWR_CORRECTIONS_DIR   where corrections are saved (default: ./corrections)
     HWR_MODELS_DIR        where fine-tuned models are saved (default: ./models)
     HWR_DATA_DIR          the data root for MNIST replay and test during fine-tuning (default: ./data;
@@ -15,6 +19,9 @@ Settings come from the environment (see `Settings.from_env`):
 Model swaps are thread-safe: the model that answers predictions and the file it came from are held
 together in one attribute (`DigitApp._active`, an `ActiveModel`) that is replaced whole, never
 mutated; fine-tuning trains its own copy, loaded from the checkpoint file. One fine-tune at a time.
+
+Modes: `ModeApps` holds one `DigitApp` per mode ("Digits", and "Letters" when a letters model is
+present); each mode has its own model, corrections store, fine-tunes and "bundled model".
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from PIL import Image
 from hwr.checkpoint import CheckpointError, save_checkpoint
 from hwr.corrections import CorrectionStore
 from hwr.preprocess import EmptyDrawingError
-from hwr.recognizer import DEFAULT_CHECKPOINT, Prediction, Recognizer
+from hwr.recognizer import DEFAULT_CHECKPOINT, DEFAULT_LETTERS_CHECKPOINT, Prediction, Recognizer
 
 if TYPE_CHECKING:  # hwr.finetune pulls in training code: imported when a fine-tune starts
     from hwr.data import ImageDataset
@@ -44,6 +51,7 @@ if TYPE_CHECKING:  # hwr.finetune pulls in training code: imported when a fine-t
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ENV = "HWR_CHECKPOINT"
+LETTERS_CHECKPOINT_ENV = "HWR_LETTERS_CHECKPOINT"
 CORRECTIONS_DIR_ENV = "HWR_CORRECTIONS_DIR"
 MODELS_DIR_ENV = "HWR_MODELS_DIR"
 DATA_DIR_ENV = "HWR_DATA_DIR"
@@ -52,8 +60,12 @@ DEFAULT_CORRECTIONS_DIR = Path("corrections")
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_DATA_DIR = Path("data")
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})  # HWR_ALLOW_FINETUNE values that turn it off
+NONE_WORDS = FALSE_WORDS | {"none"}  # HWR_LETTERS_CHECKPOINT values that turn letters off
 
-EMPTY_MESSAGE = "Draw a digit"  # shown in the label area when there is nothing to recognise
+DIGITS, LETTERS = "Digits", "Letters"  # the modes, as the switch shows them
+LETTERS_SUBDIR = "letters"  # the letters model's corrections and fine-tuned models: a sub-folder
+
+EMPTY_MESSAGE = "Draw a digit"  # empty_message("digit"): shown in the label area when there is nothing to recognise
 TOP_K = 3  # classes shown with their confidence
 MODEL_VIEW_SCALE = 8  # the 28x28 model input is shown at 8x: 224x224
 # Uploads larger than this are refused before decoding (a 400 px canvas is 160,000 pixels).
@@ -61,8 +73,8 @@ MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 SAVED_MARK = "✅"  # every "saved" message starts with this (the UI clears the canvas on it)
-ASK_FOR_LABEL = "Pick the right digit first, then press **Save correction**."
-ASK_FOR_DRAWING = "Draw the digit first, then pick its label and save it."
+ASK_FOR_LABEL = "Pick the right digit first, then press **Save correction**."  # ask_for_label("digit")
+ASK_FOR_DRAWING = "Draw the digit first, then pick its label and save it."  # ask_for_drawing("digit")
 NOTHING_TO_UNDO = "Nothing to undo."
 
 FINETUNED_PREFIX = "finetuned"  # fine-tuned models are named finetuned-<UTC time>
@@ -82,6 +94,7 @@ class Settings:
     models_dir: Path = DEFAULT_MODELS_DIR
     data_dir: Path = DEFAULT_DATA_DIR
     allow_finetune: bool = True
+    letters_checkpoint: Path | None = DEFAULT_LETTERS_CHECKPOINT  # None: digits only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -92,12 +105,15 @@ class Settings:
         models = env.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR
         data = env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
         allow = (env.get(ALLOW_FINETUNE_ENV) or "1").strip().lower() not in FALSE_WORDS
+        letters = env.get(LETTERS_CHECKPOINT_ENV) or DEFAULT_LETTERS_CHECKPOINT
+        no_letters = str(letters).strip().lower() in NONE_WORDS
         return cls(
             Path(checkpoint).expanduser(),
             Path(corrections).expanduser(),
             Path(models).expanduser(),
             Path(data).expanduser(),
             allow,
+            None if no_letters else Path(letters).expanduser(),
         )
 
 
@@ -148,6 +164,29 @@ class InvalidDrawingError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
+def empty_message(kind: str = "digit") -> str:
+    """What the label area says when there is nothing to recognise: "Draw a digit"."""
+    return f"Draw a {kind}"
+
+
+def ask_for_label(kind: str = "digit") -> str:
+    return f"Pick the right {kind} first, then press **Save correction**."
+
+
+def ask_for_drawing(kind: str = "digit") -> str:
+    return f"Draw the {kind} first, then pick its label and save it."
+
+
+def first_accuracy(metadata: Mapping[str, Any]) -> tuple[str, float] | None:
+    """(test set, accuracy) of the first metrics entry with an accuracy, or None."""
+    metrics = metadata.get("metrics")
+    for name, entry in (metrics.items() if isinstance(metrics, Mapping) else []):
+        accuracy = entry.get("accuracy") if isinstance(entry, Mapping) else None
+        if isinstance(accuracy, (int, float)):
+            return str(name), float(accuracy)
+    return None
+
+
 def mnist_accuracy(metadata: Mapping[str, Any]) -> float | None:
     """The MNIST test accuracy recorded in checkpoint metadata, or None if absent or malformed."""
     metrics = metadata.get("metrics")
@@ -156,8 +195,10 @@ def mnist_accuracy(metadata: Mapping[str, Any]) -> float | None:
     return float(accuracy) if isinstance(accuracy, (int, float)) else None
 
 
-def header_markdown(recognizer: Recognizer) -> str:
-    """The app's header: what it does, the model's name and its MNIST accuracy."""
+def header_markdown(recognizer: Recognizer, kind: str = "digit") -> str:
+    """The app's header: what it does, the model's name and its MNIST accuracy (letters: its own)."""
+    if kind != "digit":
+        return letters_header_markdown(recognizer)
     accuracy = mnist_accuracy(recognizer.metadata)
     if accuracy is None:
         score = "MNIST test accuracy not recorded"
@@ -171,16 +212,30 @@ def header_markdown(recognizer: Recognizer) -> str:
     )
 
 
+def letters_header_markdown(recognizer: Recognizer) -> str:
+    """The header in letters mode: what to draw, the model and the accuracy it recorded."""
+    found = first_accuracy(recognizer.metadata)
+    score = "accuracy not recorded" if found is None else f"{found[0]} accuracy **{found[1]:.2%}**"
+    note = recognizer.metadata.get("data_note")
+    trained = " Trained on EMNIST letters (see README)." if isinstance(note, str) and "TEST split" in note else ""
+    return (
+        "# ✍️ Handwritten letter recognizer\n"
+        "Draw a letter from a to z, upper or lower case (it answers in lower case); the prediction "
+        "updates as you draw. If it is wrong, tell it the right answer below so it can learn.\n\n"
+        f"Model: **{recognizer.name}**{_parent_note(recognizer.metadata)} · {score}.{trained}"
+    )
+
+
 def _parent_note(metadata: Mapping[str, Any]) -> str:
     parent = metadata.get("parent")
     return f" (fine-tuned from {parent})" if isinstance(parent, str) and parent else ""
 
 
-def counts_markdown(counts: Mapping[str, int]) -> str:
+def counts_markdown(counts: Mapping[str, int], kind: str = "digit") -> str:
     """The corrections stored per label, as a one-row Markdown table with a total."""
     total = sum(counts.values())
     if total == 0:
-        return "No corrections saved yet: when the model gets a digit wrong, pick the right label and save it."
+        return f"No corrections saved yet: when the model gets a {kind} wrong, pick the right label and save it."
     labels = list(counts)
     head = "| Label | " + " | ".join(labels) + " | Total |"
     rule = "|---|" + "---:|" * (len(labels) + 1)
@@ -194,8 +249,12 @@ def _percent(value: float | None) -> str:
 
 def comparison_markdown(result: "FinetuneResult") -> str:
     """Before/after accuracies of a fine-tune, as a Markdown table."""
+    from hwr.data import dataset_of
+
     holdout = f"Held-out corrections ({result.n_holdout})"
-    rows = [("MNIST test accuracy", "mnist_accuracy"), (holdout, "holdout_accuracy")]
+    dataset = dataset_of(str(result.metadata.get("training", {}).get("dataset") or "mnist-train"))
+    test_title = "MNIST test accuracy" if dataset == "mnist" else f"{dataset} test accuracy"
+    rows = [(test_title, "mnist_accuracy"), (holdout, "holdout_accuracy")]
     lines = ["| | Before | After |", "|---|---:|---:|"]
     lines += [
         f"| {title} | {_percent(result.before.get(key))} | {_percent(result.after.get(key))} |"
@@ -311,8 +370,10 @@ class DigitApp:
         data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
         allow_finetune: bool = True,
         bundled_checkpoint: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
+        kind: str = "digit",
     ) -> None:
-        """`checkpoint` is the file `recognizer` was loaded from (needed to fine-tune it)."""
+        """`checkpoint` is the file `recognizer` was loaded from (needed to fine-tune it); `kind`
+        ("digit", "letter") is the word its messages use."""
         self._active = ActiveModel(recognizer, None if checkpoint is None else Path(checkpoint))
         self.store = store
         self.models_dir = Path(models_dir)
@@ -320,6 +381,7 @@ class DigitApp:
         self.allow_finetune = allow_finetune
         self.bundled_checkpoint = Path(bundled_checkpoint)
         self._finetune_lock = threading.Lock()  # held while a fine-tune runs: one at a time
+        self.kind = kind
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DigitApp":
@@ -372,7 +434,7 @@ class DigitApp:
         self.recognizer.predict(dummy)
 
     def header(self) -> str:
-        return header_markdown(self.recognizer)
+        return header_markdown(self.recognizer, self.kind)
 
     def _predict(self, sketch: Any, recognizer: Recognizer | None = None) -> Prediction | None:
         """The prediction for a drawing; None when it is blank. Raises InvalidDrawingError."""
@@ -393,7 +455,7 @@ class DigitApp:
         """
         prediction = self._predict(sketch)
         if prediction is None:
-            return EMPTY_MESSAGE, None
+            return empty_message(self.kind), None
         return label_value(prediction), enlarge(prediction.model_input)
 
     def save_correction(self, sketch: Any, label: Any) -> SaveOutcome:
@@ -403,7 +465,7 @@ class DigitApp:
         """
         label = None if label is None else str(label).strip()
         if not label:
-            return SaveOutcome(ASK_FOR_LABEL)
+            return SaveOutcome(ask_for_label(self.kind))
         if label not in self.classes:
             return SaveOutcome(unknown_label_message(label, self.classes))
         recognizer = self.recognizer  # one model for the prediction and the name recorded with it
@@ -412,7 +474,7 @@ class DigitApp:
         except InvalidDrawingError as exc:
             return SaveOutcome(str(exc))
         if prediction is None:
-            return SaveOutcome(ASK_FOR_DRAWING)
+            return SaveOutcome(ask_for_drawing(self.kind))
         try:
             saved_id = self.store.add(
                 sketch,
@@ -422,7 +484,7 @@ class DigitApp:
                 checkpoint=recognizer.name,
             )
         except EmptyDrawingError:
-            return SaveOutcome(ASK_FOR_DRAWING)
+            return SaveOutcome(ask_for_drawing(self.kind))
         except ValueError as exc:
             log.warning("Correction refused: %s", exc)
             return SaveOutcome(f"Not saved: {exc}")
@@ -468,7 +530,7 @@ class DigitApp:
         except OSError as exc:
             log.warning("Could not count corrections: %s", exc)
             return f"Could not read the corrections: {exc}"
-        return counts_markdown(counts)
+        return counts_markdown(counts, self.kind)
 
     def start_finetune(
         self,
@@ -526,7 +588,8 @@ class DigitApp:
         except FileNotFoundError as exc:
             log.error("Fine-tune: missing data: %s", exc)
             return FinetuneOutcome(
-                f"Cannot fine-tune: {exc}. Put MNIST under {self.data_dir} (or set {DATA_DIR_ENV})."
+                f"Cannot fine-tune: {exc}. Put {'MNIST' if self.kind == 'digit' else 'the training data'} "
+                f"under {self.data_dir} (or set {DATA_DIR_ENV})."
             )
         except ValueError as exc:  # no usable corrections, too few to train on
             log.info("Fine-tune refused: %s", exc)
@@ -600,3 +663,77 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return a == b
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes: digits, and letters when a letters model is present
+# ---------------------------------------------------------------------------------------------
+
+
+class ModeApps:
+    """One DigitApp per mode ("Digits" always; "Letters" when a letters model loaded).
+
+    Each mode keeps its own model, corrections (letters: <corrections>/letters) and fine-tuned models
+    (letters: <models>/letters). An unknown mode (e.g. from an old page) means digits.
+    """
+
+    def __init__(self, digits: DigitApp, letters: DigitApp | None = None) -> None:
+        self.digits = digits
+        self.letters = letters
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModeApps":
+        """Load the digit model (raises CheckpointError if it is bad) and, if present, the letters model.
+
+        A letters model that is missing or unusable only turns the switch off (logged), never stops the app.
+        """
+        return cls(DigitApp.from_settings(settings), cls._letters_app(settings))
+
+    @staticmethod
+    def _letters_app(settings: Settings) -> DigitApp | None:
+        path = settings.letters_checkpoint
+        if path is None:
+            log.info("Letters mode off (%s=none).", LETTERS_CHECKPOINT_ENV)
+            return None
+        if not path.is_file():
+            log.info("Letters mode off: no letters model at %s (set %s).", path, LETTERS_CHECKPOINT_ENV)
+            return None
+        try:
+            recognizer = Recognizer.load(path)
+            store = CorrectionStore(
+                settings.corrections_dir / LETTERS_SUBDIR,
+                classes=recognizer.classes,
+                preprocess_version=str(recognizer.metadata["preprocess"].get("version") or recognizer.recipe),
+            )
+        except (CheckpointError, ValueError) as exc:
+            log.error("Letters mode off: cannot load the letters model: %s", exc)
+            return None
+        log.info("Letters mode: model %r from %s; corrections go to %s.", recognizer.name, path, store.root.resolve())
+        return DigitApp(
+            recognizer, store, path,
+            models_dir=settings.models_dir / LETTERS_SUBDIR,
+            data_dir=settings.data_dir,
+            allow_finetune=settings.allow_finetune,
+            bundled_checkpoint=path,
+            kind="letter",
+        )
+
+    @property
+    def has_letters(self) -> bool:
+        return self.letters is not None
+
+    @property
+    def modes(self) -> list[str]:
+        """The switch's choices: ["Digits", "Letters"], or ["Digits"]."""
+        return [DIGITS, LETTERS] if self.has_letters else [DIGITS]
+
+    def get(self, mode: Any) -> DigitApp:
+        """The app for a mode; digits for anything else (None, an unknown string)."""
+        if mode == LETTERS and self.letters is not None:
+            return self.letters
+        return self.digits
+
+    def warm_up(self) -> None:
+        for app in (self.digits, self.letters):
+            if app is not None:
+                app.warm_up()

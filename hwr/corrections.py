@@ -297,10 +297,17 @@ def _decodable(path: Path) -> bool:
 
 
 class CorrectionStore:
-    """Corrections in `path` (created on the first save). `classes`, if given, are the allowed labels."""
+    """Corrections in `path` (created on the first save). `classes`, if given, are the allowed labels;
+    `preprocess_version` is recorded with each sample (the recipe of the model it was saved for)."""
 
-    def __init__(self, path: str | os.PathLike[str], classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        classes: Sequence[str] | None = None,
+        preprocess_version: str = PREPROCESS_VERSION,
+    ) -> None:
         self.root = Path(path)
+        self.preprocess_version = preprocess_version
         if classes is not None:
             classes = list(classes)
             bad = [c for c in classes if not _valid_label(c)]
@@ -422,7 +429,7 @@ class CorrectionStore:
             "probability": probability,
             "checkpoint": None if checkpoint is None else str(checkpoint),
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "preprocess_version": PREPROCESS_VERSION,
+            "preprocess_version": self.preprocess_version,
             "id": None,
             **meta,
         }

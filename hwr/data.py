@@ -1,8 +1,8 @@
 """Datasets as whole uint8 tensors in memory (airbench-style: no DataLoader, no per-image PIL work).
 
 The data root is a flag everywhere, defaulting to $HWR_DATA_DIR, else ./data. torchvision reads the
-official files from <root>/MNIST/raw and downloads them when they are absent (on a machine with
-internet).
+official files from <root>/MNIST/raw and <root>/EMNIST/raw and downloads them when they are absent
+(on a machine with internet). EMNIST's splits and views are described in hwr/emnist.py.
 """
 
 from __future__ import annotations
@@ -14,13 +14,28 @@ from pathlib import Path
 
 import torch
 
+from hwr.emnist import DATASETS as EMNIST_DATASETS
+from hwr.emnist import load_emnist
+
 log = logging.getLogger(__name__)
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 # Mean and std of the 60,000 MNIST training images scaled to [0, 1]; the values every MNIST example
 # uses (pytorch/examples mnist/main.py), and what tests/test_data.py recomputes.
 MNIST_NORMALIZATION = {"mean": 0.1307, "std": 0.3081}
-DATASETS = ("mnist",)
+DATASETS = ("mnist",) + EMNIST_DATASETS
+SPLIT_PARTS = ("train", "test", "validation")  # the suffixes of ImageDataset names
+
+
+def dataset_of(split_name: str) -> str:
+    """The dataset name of a loaded split's name: "emnist-letters-train" -> "emnist-letters"."""
+    return split_name.rsplit("-", 1)[0] if split_name.rsplit("-", 1)[-1] in SPLIT_PARTS else split_name
+
+
+def normalization_of(images: torch.Tensor) -> dict[str, float]:
+    """Mean and std of uint8 images scaled to [0, 1] (how a model's input is normalised)."""
+    x = images.float().div_(255.0)
+    return {"mean": round(float(x.mean()), 4), "std": round(float(x.std()), 4)}
 
 
 def default_data_dir() -> Path:
@@ -57,7 +72,14 @@ def load_mnist(data_dir: str | os.PathLike, train: bool, download: bool = True) 
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike, train: bool, download: bool = True) -> ImageDataset:
-    """Load a named dataset split. Only "mnist" for now."""
+    """Load a named dataset split (one of DATASETS): train=True its training part, else its test part.
+
+    Images are upright (N, 28, 28) uint8 with ink = 255; labels index `classes`. The returned name
+    is "<name>-<part>", e.g. "mnist-test", "emnist-letters-train".
+    """
     if name == "mnist":
         return load_mnist(data_dir, train, download)
+    if name in EMNIST_DATASETS:
+        images, labels, classes, part = load_emnist(name, data_dir, train, download)
+        return ImageDataset(f"{name}-{part}", images, labels, classes)
     raise ValueError(f"Unknown dataset {name!r}; choose from {DATASETS}.")

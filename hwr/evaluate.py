@@ -1,6 +1,10 @@
 """Evaluate a checkpoint on a test set: accuracy, per-class P/R/F1, confusion matrix, worst mistakes.
 
     python -m hwr.evaluate [--checkpoint PATH] --dataset mnist --data-dir DIR [--json] [--plot DIR]
+    python -m hwr.evaluate --dataset emnist-byclass-digits --data-dir DIR [--preprocess]
+
+By default a dataset's 28x28 images are the model input as they are (in the dataset's own framing);
+`--preprocess` first passes each one through the checkpoint's preprocessing recipe, as a drawing.
 """
 
 from __future__ import annotations
@@ -43,6 +47,36 @@ def evaluate(
     """Metrics dict (see hwr.metrics.classification_report) plus `loss` (mean cross-entropy)."""
     probs = predict_probabilities(model, images, normalization, batch_size, device)
     return report_from_probabilities(probs, labels, classes)
+
+
+def labels_for_model(labels: torch.Tensor, data_classes: list[str], model_classes: list[str]) -> torch.Tensor:
+    """Dataset labels -> the model's class indices, matched by class name.
+
+    Raises ValueError naming the dataset classes the model does not have.
+    """
+    if data_classes == model_classes:
+        return labels
+    missing = [c for c in data_classes if c not in model_classes]
+    if missing:
+        raise ValueError(f"the model has no class for {', '.join(missing[:10])} (it knows {', '.join(model_classes)}).")
+    index = torch.tensor([model_classes.index(c) for c in data_classes])
+    return index[labels]
+
+
+def repreprocess(images: torch.Tensor, preprocess_spec: dict) -> torch.Tensor:
+    """(N, 28, 28) uint8 dataset images -> (N, 28, 28) float32 model inputs through a checkpoint's recipe.
+
+    Each image is read as a drawing (white ink on black), as the app would read it.
+    """
+    from hwr.preprocess import EmptyDrawingError, preprocess_for
+
+    out = torch.zeros(images.shape, dtype=torch.float32)
+    for i, image in enumerate(images.numpy()):
+        try:
+            out[i] = torch.from_numpy(preprocess_for(image, preprocess_spec))
+        except EmptyDrawingError:  # an image with no pixel above the ink threshold: left blank
+            log.warning("image %d has no ink; left blank", i)
+    return out
 
 
 def most_confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 25) -> list[int]:
@@ -107,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Evaluate a checkpoint on a test set.")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint (default: the bundled model)")
-    ap.add_argument("--dataset", default="mnist", choices=DATASETS, help="test set (default: mnist)")
+    ap.add_argument("--dataset", default="mnist", choices=DATASETS, help="test set: the dataset's test split (emnist-byclass-test-letters: its validation part) (default: mnist)")
     ap.add_argument("--data-dir", default=str(default_data_dir()), help="data root (default: $HWR_DATA_DIR, else ./data)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text (default: off)")
     ap.add_argument("--plot", metavar="DIR", help="write confusion.png and mistakes.png to DIR (default: none)")
+    ap.add_argument("--preprocess", action="store_true", help="pass each image through the checkpoint's preprocessing recipe first, as a drawing (default: off: the images are the model input as they are)")
     ap.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default: 1000)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = ap.parse_args(argv)
@@ -118,24 +153,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, meta = load_checkpoint(args.checkpoint, args.device)
         data = load_dataset(args.dataset, args.data_dir, train=False)
-    except (CheckpointError, FileNotFoundError) as exc:
+        labels = labels_for_model(data.labels, data.classes, meta["classes"])
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     norm = meta["normalization"]
-    probs = predict_probabilities(model, data.images, norm, args.batch_size, args.device)  # once, for report and plots
-    report = report_from_probabilities(probs, data.labels, meta["classes"])
-    report.update(checkpoint=str(args.checkpoint), model=meta["name"], dataset=data.name)
+    images = repreprocess(data.images, meta["preprocess"]) if args.preprocess else data.images
+    probs = predict_probabilities(model, images, norm, args.batch_size, args.device)  # once, for report and plots
+    report = report_from_probabilities(probs, labels, meta["classes"])
+    report.update(checkpoint=str(args.checkpoint), model=meta["name"], dataset=data.name,
+                  input="preprocessed" if args.preprocess else "as stored")
     if args.plot:
         out = Path(args.plot)
         out.mkdir(parents=True, exist_ok=True)
         report["plots"] = [
             str(plot_confusion(np.array(report["confusion"]), meta["classes"], out / "confusion.png")),
-            str(plot_mistakes(data.images, data.labels, probs, meta["classes"], out / "mistakes.png")),
+            str(plot_mistakes(images, labels, probs, meta["classes"], out / "mistakes.png")),
         ]
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{meta['name']} on {data.name} ({report['n']} images)")
+    how = f"through the {meta['preprocess'].get('recipe', 'mnist')} recipe" if args.preprocess else "as stored"
+    print(f"{meta['name']} on {data.name} ({report['n']} images, {how})")
     print(f"accuracy {report['accuracy']:.4f}  macro P {report['macro_precision']:.4f}  R {report['macro_recall']:.4f}  F1 {report['macro_f1']:.4f}")
     print("class  precision  recall     f1  support")
     for c, m in report["per_class"].items():

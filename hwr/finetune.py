@@ -27,9 +27,9 @@ import torch.nn as nn
 
 from hwr.augment import augment_for
 from hwr.checkpoint import load_checkpoint
-from hwr.data import ImageDataset, load_dataset
+from hwr.data import ImageDataset, dataset_of, load_dataset
 from hwr.evaluate import evaluate
-from hwr.preprocess import preprocess
+from hwr.preprocess import preprocess_for
 from hwr.training import seed_everything, train_one_epoch
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,11 @@ class FinetuneResult:
     holdout_ids: list[str] = field(default_factory=list)
 
 
-def load_corrections(corrections_dir: str | Path, classes: list[str], stroke_width: float | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Corrections -> (images (N, 28, 28) uint8, labels (N,) int64, ids), through inference preprocessing.
+def load_corrections(
+    corrections_dir: str | Path, classes: list[str], preprocess_spec: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Corrections -> (images (N, 28, 28) uint8, labels (N,) int64, ids), through inference preprocessing
+    (`preprocess_spec`: the checkpoint's "preprocess" entry, naming its recipe).
 
     Samples whose label is not one of the model's classes, or that no longer preprocess (e.g. a
     corrupt file), are skipped with a warning.
@@ -82,7 +85,7 @@ def load_corrections(corrections_dir: str | Path, classes: list[str], stroke_wid
             log.warning("skipping correction %s: label %r is not a class of this model", s.id, s.label)
             continue
         try:
-            x = preprocess(str(s.path), stroke_width=stroke_width)
+            x = preprocess_for(str(s.path), preprocess_spec)
         except ValueError as exc:
             log.warning("skipping correction %s: %s", s.id, exc)
             continue
@@ -130,9 +133,8 @@ def finetune(
 
     model, meta = load_checkpoint(init_from, device)
     classes, norm = list(meta["classes"]), meta["normalization"]
-    stroke_width = meta["preprocess"].get("stroke_width")
     report(0.0, "reading corrections")
-    images, labels, ids = load_corrections(corrections_dir, classes, stroke_width)
+    images, labels, ids = load_corrections(corrections_dir, classes, meta["preprocess"])
     if len(labels) == 0:
         raise ValueError(f"No usable corrections in {corrections_dir}: save some first.")
     train_idx, hold_idx = split_holdout(len(labels), cfg.holdout_frac, cfg.seed)
@@ -140,9 +142,9 @@ def finetune(
         raise ValueError("Too few corrections to train on.")
     hold_x, hold_y = images[hold_idx], labels[hold_idx]
 
-    report(0.05, "loading MNIST")
-    parent_dataset = meta.get("training", {}).get("dataset") or "mnist-train"  # e.g. "mnist-train"
-    dataset = parent_dataset.split("-")[0]
+    parent_dataset = meta.get("training", {}).get("dataset") or "mnist-train"  # e.g. "emnist-letters-train"
+    dataset = dataset_of(parent_dataset)  # e.g. "emnist-letters"
+    report(0.05, "loading MNIST" if dataset == "mnist" else f"loading {dataset}")
     replay = replay or load_dataset(dataset, data_dir, train=True)
     mnist_test = mnist_test or load_dataset(dataset, data_dir, train=False)
 
@@ -182,8 +184,10 @@ def finetune(
     }
     drop = 100 * (before["mnist_accuracy"] - after["mnist_accuracy"])
     gate_passed = drop <= cfg.max_mnist_drop
+    test_set = "MNIST test" if dataset == "mnist" else mnist_test.name  # what the gate measured
+    test_key = "mnist-test" if dataset == "mnist" else mnist_test.name  # its key in metadata["metrics"]
     reason = (
-        f"MNIST test accuracy {100 * before['mnist_accuracy']:.2f} % -> {100 * after['mnist_accuracy']:.2f} % "
+        f"{test_set} accuracy {100 * before['mnist_accuracy']:.2f} % -> {100 * after['mnist_accuracy']:.2f} % "
         f"({-drop:+.2f} points; the gate allows a fall of at most {cfg.max_mnist_drop:.2f})"
     )
     seconds = time.perf_counter() - start
@@ -201,7 +205,7 @@ def finetune(
             "config": asdict(cfg), "seconds": round(seconds, 1), "device": str(device),
         },
         finetune={"before": before, "after": after, "gate_passed": gate_passed, "reason": reason},
-        metrics={**meta.get("metrics", {}), "mnist-test": {"accuracy": after["mnist_accuracy"]}},
+        metrics={**meta.get("metrics", {}), test_key: {"accuracy": after["mnist_accuracy"]}},
     )
     return FinetuneResult(
         model.eval(), new_meta, before, after, len(labels), len(train_idx), len(hold_idx),

@@ -12,13 +12,15 @@ import torch
 
 from hwr.checkpoint import load_checkpoint
 from hwr.inference import predict_probabilities
+from hwr.checkpoint import CheckpointError
 from hwr.model import deslant
-from hwr.preprocess import preprocess
-from hwr.preprocess import EmptyDrawingError, as_array, ink_to_model_input, to_ink  # noqa: I001 (read)
+from hwr.preprocess import EmptyDrawingError, UnknownRecipeError, as_array, ink_to_model_input_for, preprocess_for, recipe_of, to_ink
 from hwr.segment import build_lattice, choose
 
 # The bundled digit model, trained on MNIST only (see README's model card).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mnist-cnn.safetensors"
+# The bundled letters model (a-z), trained on the letters of EMNIST byclass's test split (README).
+DEFAULT_LETTERS_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("letters-cnn.safetensors")
 
 
 @dataclass
@@ -78,7 +80,11 @@ class Recognizer:
         self.classes: list[str] = list(metadata["classes"])
         norm = metadata["normalization"]
         self._normalization = {"mean": float(norm["mean"]), "std": float(norm["std"])}
-        self._stroke_width = metadata["preprocess"].get("stroke_width")
+        self._preprocess_spec = dict(metadata["preprocess"])  # the recipe it was trained for
+        try:
+            self.recipe: str = recipe_of(self._preprocess_spec)  # "mnist" or "emnist"
+        except UnknownRecipeError as exc:
+            raise CheckpointError(f"model {metadata.get('name', '?')!r}: {exc}") from None
 
     @property
     def name(self) -> str:
@@ -92,7 +98,7 @@ class Recognizer:
 
     def preprocess(self, image: Any) -> np.ndarray:
         """The (28, 28) model input for a drawing, with this model's preprocessing recipe."""
-        return preprocess(image, stroke_width=self._stroke_width)
+        return preprocess_for(image, self._preprocess_spec)
 
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """(B, 28, 28) model inputs in [0, 1] -> (B, C) probabilities, one forward pass."""
@@ -125,7 +131,7 @@ class Recognizer:
         readable = np.ones(len(lattice.candidates), bool)
         for i, c in enumerate(lattice.candidates):
             try:
-                inputs[i] = ink_to_model_input(c.ink, self._stroke_width)
+                inputs[i] = ink_to_model_input_for(c.ink, self._preprocess_spec)
             except EmptyDrawingError:  # a slice of faint pixels only: never chosen
                 readable[i] = False
         probs = self.predict_inputs(inputs)  # (N, C), one forward pass for every candidate

@@ -1,7 +1,8 @@
 """The app in a real browser: Debian's Chromium, driven by the PyPI `playwright` package.
 
 Starts `python app.py` (the app_server fixture), draws real pendigits strokes on the Sketchpad,
-checks the predictions, then corrects a drawing and finds it on disk.
+checks the predictions, then corrects a drawing and finds it on disk; then switches to letters,
+draws and corrects letters, and switches back.
 
 Without /usr/bin/chromium ($HWR_CHROMIUM names another), playwright, the model or the pendigits
 data, the tests are skipped with a one-line reason, unless HWR_REQUIRE_BROWSER=1 (as `.ci/run`
@@ -24,7 +25,9 @@ import pytest
 from PIL import Image
 
 from hwr import Recognizer
+from hwr.app_logic import LETTERS_SUBDIR
 from hwr.corrections import METADATA_NAME
+from hwr.recognizer import DEFAULT_LETTERS_CHECKPOINT
 
 from .conftest import app_checkpoint, find_data_dir
 
@@ -311,3 +314,71 @@ def test_correcting_a_drawing_saves_it(page: Any, stroke_samples: dict[str, Any]
     page.click("#undo-button")
     page.wait_for_function("() => document.querySelector('#message').innerText.includes('Removed')")
     assert not png.exists() and len(metadata.read_text().splitlines()) == len(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# The "Digits / Letters" switch: switch to letters, draw letters, correct one (saved under
+# <corrections>/letters), switch back to digits
+# ---------------------------------------------------------------------------------------------
+
+# Letters drawn as polylines on the 400 px canvas (corner points; the brush joins them).
+LETTER_STROKES = {
+    "x": [[(130, 100), (270, 300)], [(270, 100), (130, 300)]],
+    "n": [[(130, 310), (130, 90), (270, 310), (270, 90)]],  # a capital N: read as "n" (case-insensitive)
+}
+
+
+def polyline(corners: list[tuple[int, int]], step: float = 10.0) -> np.ndarray:
+    """Corner points -> points every `step` px along the segments, (N, 2) canvas pixels."""
+    points = [np.array(corners[0], float)]
+    for a, b in zip(corners[:-1], corners[1:]):
+        a, b = np.array(a, float), np.array(b, float)
+        n = max(1, int(np.linalg.norm(b - a) / step))
+        points += [a + (b - a) * t for t in np.linspace(0, 1, n + 1)[1:]]
+    return np.stack(points)
+
+
+def wait_for_text(page: Any, selector: str, text: str) -> None:
+    page.wait_for_function(
+        "([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text]
+    )
+
+
+def clear_letters(page: Any) -> None:
+    if predicted_label(page) == "Draw a letter":
+        return
+    page.click("#clear-button")
+    wait_for_text(page, PREDICTED_LABEL, "Draw a letter")
+    page.wait_for_function(READY_TO_DRAW_JS)
+
+
+def test_letters_mode_reads_and_corrects_drawn_letters(page: Any, app_server: Any) -> None:
+    if not DEFAULT_LETTERS_CHECKPOINT.is_file():
+        pytest.skip(f"{DEFAULT_LETTERS_CHECKPOINT} not found: the app has no letters mode")
+    page.locator("#mode-switch label", has_text="Letters").click()
+    wait_for_text(page, PREDICTED_LABEL, "Draw a letter")
+    wait_for_text(page, "#header", "letter recognizer")
+    assert page.locator("#correct-label label", has_text="q").count() == 1  # a-z offered
+    page.wait_for_function(READY_TO_DRAW_JS)
+
+    for letter, strokes in LETTER_STROKES.items():
+        clear_letters(page)
+        draw_with_javascript(page, [polyline(s) for s in strokes])
+        assert wait_for_label(page, letter) == letter, f"drew {letter}"
+
+    # Correct the last drawing: it goes to the letters store, not the digits one.
+    folder = app_server.corrections_dir / LETTERS_SUBDIR
+    page.locator("#correct-label label", has_text="h").click()
+    page.click("#save-button")
+    wait_for_text(page, "#message", "Saved as")
+    assert "Saved as h" in page.locator("#message").inner_text()
+    saved = json.loads((folder / METADATA_NAME).read_text().splitlines()[-1])
+    assert saved["label"] == "h" and saved["predicted"] == "n" and (folder / saved["file_name"]).is_file()
+    page.click("#undo-button")
+    wait_for_text(page, "#message", "Removed")
+
+    # Back to digits: the digit model, the digit labels.
+    page.locator("#mode-switch label", has_text="Digits").click()
+    wait_for_text(page, "#header", "digit recognizer")
+    wait_for_text(page, PREDICTED_LABEL, "Draw a digit")
+    assert page.locator("#correct-label label", has_text="q").count() == 0
