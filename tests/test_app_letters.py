@@ -183,7 +183,8 @@ def test_app_switch_wiring(app_module) -> None:
     fns = {fn.api_name: fn for fn in app_module.demo.fns.values()}
     assert fns["switch_mode"].api_visibility == "private"
     public = {name for name, fn in fns.items() if fn.api_visibility == "public"}
-    assert public == {"predict", "save_correction"}  # the mode is a gr.State: not an API parameter
+    # the mode is a gr.State, not an API parameter: no new endpoints beyond the digit and Number ones
+    assert public == {"predict", "save_correction", "read_number", "save_number_correction"}
     mode, header, choices, label, view, message, last_id, counts = app_module.switch_mode(LETTERS)
     assert mode == LETTERS and "letter recognizer" in header and label == "Draw a letter" and view is None
     assert isinstance(choices, gr.Radio) and [c[0] for c in choices.choices] == LETTERS_CLASSES
