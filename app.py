@@ -33,6 +33,7 @@ from gradio.components.image_editor import EditorData
 from pydantic import ConfigDict, ValidationError
 
 from hwr import CheckpointError
+from hwr.gradio_fixes import make_image_cache_writes_atomic
 from hwr.number_app import EMPTY_NUMBER_MESSAGE, NumberApp
 from hwr.app_logic import (
     DIGITS,
@@ -181,6 +182,7 @@ def friendly_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+make_image_cache_writes_atomic()  # Gradio 6.31 rewrites cached output images in place: see the module
 try:
     APPS = ModeApps.from_settings(Settings.from_env())  # the models are loaded once per process
 except CheckpointError as exc:
