@@ -115,6 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--flag-prob", type=float, default=DEFAULT_FLAG_PROB, help=f"share of 1s given a European-style flag in augmentation (default: {DEFAULT_FLAG_PROB})")
     ap.add_argument("--flag-angle", type=parse_angles, default=(15.0, 50.0), metavar="LO,HI",
                     help="flag direction range in degrees below horizontal (default: 15,50)")
+    ap.add_argument("--flag-length", type=parse_angles, default=(0.25, 0.45), metavar="LO,HI",
+                    help="flag length range as a share of the 1's height (default: 0.25,0.45)")
+    ap.add_argument("--flag-from-stem", action="store_true",
+                    help="measure --flag-angle from the 1's stem instead of from the horizontal (default: off)")
+    ap.add_argument("--flag-recentre", action="store_true",
+                    help="move each flagged 1's centre of mass back to the field's centre (default: off)")
     ap.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model on the same machine (default: 0)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda if available)")
     ap.add_argument("--stop-at", type=float, default=None, metavar="ACC", help="stop once test accuracy reaches ACC, e.g. 0.99; single process only (default: train every epoch)")
@@ -239,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
     )
-    augment = None if args.no_augment else augment_for(train.classes, args.flag_prob, args.flag_angle)
+    augment = None if args.no_augment else augment_for(train.classes, args.flag_prob, args.flag_angle,
+                                                         args.flag_length, args.flag_recentre, args.flag_from_stem)
     say(
         f"training {args.arch} ({count_parameters(model):,} parameters) on {train.name} "
         f"({len(labels):,} images) for {epochs} epoch(s) on {device}, {torch.get_num_threads()} threads, {world_size} process(es)",

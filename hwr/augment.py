@@ -25,25 +25,54 @@ class AugmentConfig:
     flag_prob: float = 0.0  # share of those images that get one
     flag_length: tuple[float, float] = (0.25, 0.45)  # flag length, as a share of the ink height
     flag_angle_deg: tuple[float, float] = (15.0, 50.0)  # flag direction, degrees below horizontal
+    flag_recentre: bool = False  # move a flagged 1's centre of mass back to the field's centre
+    flag_from_stem: bool = False  # flag_angle_deg is measured from the 1's stem, not from the horizontal
 
 
+# Where MNIST's centre of mass sits, pixel index (hwr.preprocess.FIELD_CENTRE; measured 14.00, 14.01).
+MNIST_CENTRE = 14.0
 DEFAULT_FLAG_PROB = 0.5  # share of 1s given a flag (add_flags); the bundled model's recipe
 
 
 def augment_for(
-    classes: list[str], flag_prob: float = DEFAULT_FLAG_PROB, flag_angle_deg: tuple[float, float] = (15.0, 50.0)
+    classes: list[str],
+    flag_prob: float = DEFAULT_FLAG_PROB,
+    flag_angle_deg: tuple[float, float] = (15.0, 50.0),
+    flag_length: tuple[float, float] = (0.25, 0.45),
+    flag_recentre: bool = False,
+    flag_from_stem: bool = False,
 ) -> AugmentConfig:
     """The augmentation recipe for a dataset: flags go on the class "1" when it has one."""
     return AugmentConfig(flag_classes=(classes.index("1"),) if "1" in classes else (), flag_prob=flag_prob,
-                         flag_angle_deg=flag_angle_deg)
+                         flag_angle_deg=flag_angle_deg, flag_length=flag_length, flag_recentre=flag_recentre,
+                         flag_from_stem=flag_from_stem)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
 
-def random_affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None = None) -> torch.Tensor:
-    """x (B, 1, H, W) float in [0, 1] -> same shape, each image with its own random affine map."""
+def centre_of_mass_offset(x: torch.Tensor, centre: float = MNIST_CENTRE) -> torch.Tensor:
+    """x (B, 1, H, W) -> (B, 2): each image's centre of mass (col, row) minus `centre`, in pixels
+    (0 for a blank image)."""
+    ink = x[:, 0]  # (B, H, W)
+    total = ink.sum(dim=(1, 2))  # (B,)
+    rows = torch.arange(x.shape[-2], dtype=x.dtype, device=x.device)
+    cols = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+    cy = (ink.sum(dim=2) * rows).sum(dim=1) / total.clamp(min=1e-6)
+    cx = (ink.sum(dim=1) * cols).sum(dim=1) / total.clamp(min=1e-6)
+    offset = torch.stack([cx - centre, cy - centre], dim=1)
+    return torch.where((total > 0).unsqueeze(1), offset, torch.zeros_like(offset))
+
+
+def random_affine(
+    x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None = None, recentre: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x (B, 1, H, W) float in [0, 1] -> same shape, each image with its own random affine map.
+
+    recentre (B, 2), optional: pixels (col, row) by which to move each image's content back
+    towards the centre before the random map (used after a flag has moved a 1's centre of mass).
+    """
     b, dev = x.shape[0], x.device
     angle = _uniform(b, -cfg.rotate_deg, cfg.rotate_deg, g, dev) * (math.pi / 180)
     scale = _uniform(b, *cfg.scale, g, dev)
@@ -52,6 +81,9 @@ def random_affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None
     # affine_grid maps output coords -> input coords in [-1, 1] units; one pixel = 2 / W.
     tx = _uniform(b, -cfg.shift_px, cfg.shift_px, g, dev) * (2.0 / x.shape[-1])
     ty = _uniform(b, -cfg.shift_px, cfg.shift_px, g, dev) * (2.0 / x.shape[-2])
+    if recentre is not None:  # output (0, 0), the field's centre, samples the input's centre of mass
+        tx = tx + recentre[:, 0] * (2.0 / x.shape[-1])
+        ty = ty + recentre[:, 1] * (2.0 / x.shape[-2])
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [
@@ -77,12 +109,35 @@ def random_thickness(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | N
 def augment_batch(
     x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None = None, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Flags (for cfg.flag_classes), thickness jitter, then a random affine map. x (B, 1, 28, 28) in [0, 1]."""
+    """Flags (for cfg.flag_classes), thickness jitter, then a random affine map. x (B, 1, 28, 28) in [0, 1].
+
+    A flagged image is moved so that its centre of mass is back at the field's centre, as the
+    MNIST preprocessing of a drawn flagged 1 would place it (cfg.flag_recentre).
+    """
+    recentre = None
     if cfg.flag_classes and cfg.flag_prob > 0 and labels is not None:
         eligible = torch.isin(labels, torch.tensor(cfg.flag_classes, device=labels.device))
         chosen = torch.rand(len(labels), generator=g, device=x.device) < cfg.flag_prob
-        x = add_flags(x, eligible & chosen, g, cfg.flag_length, cfg.flag_angle_deg)
-    return random_affine(random_thickness(x, cfg, g), cfg, g).clamp_(0.0, 1.0)
+        flagged = eligible & chosen
+        x = add_flags(x, flagged, g, cfg.flag_length, cfg.flag_angle_deg, cfg.flag_from_stem)
+        if cfg.flag_recentre:
+            recentre = centre_of_mass_offset(x) * flagged.unsqueeze(1)
+    return random_affine(random_thickness(x, cfg, g), cfg, g, recentre).clamp_(0.0, 1.0)
+
+
+def stem_angle(x: torch.Tensor) -> torch.Tensor:
+    """x (B, 1, H, W) -> (B,) radians below horizontal, pointing left, of each image's main axis
+    going down: pi/2 for an upright stroke, less for one whose top leans right. From the ink's
+    second moments (the slant cov(x, y) / var(y), as in hwr.model.deslant)."""
+    ink = x[:, 0]
+    total = ink.sum(dim=(1, 2)).clamp(min=1e-6)
+    ys = torch.arange(x.shape[-2], dtype=x.dtype, device=x.device).view(1, -1, 1)
+    xs = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).view(1, 1, -1)
+    cy = (ink * ys).sum(dim=(1, 2)) / total
+    cx = (ink * xs).sum(dim=(1, 2)) / total
+    dy, dx = ys - cy.view(-1, 1, 1), xs - cx.view(-1, 1, 1)
+    slant = (ink * dx * dy).sum(dim=(1, 2)) / (ink * dy * dy).sum(dim=(1, 2)).clamp(min=1e-6)  # x px per y px
+    return torch.atan2(torch.ones_like(slant), -slant)
 
 
 def add_flags(
@@ -91,6 +146,7 @@ def add_flags(
     g: torch.Generator | None = None,
     length: tuple[float, float] = (0.25, 0.45),
     angle_deg: tuple[float, float] = (15.0, 50.0),
+    from_stem: bool = False,
 ) -> torch.Tensor:
     """Draw a European-style flag on the images where `which` is True: a short stroke going down-left
     from the top of the ink. For the digit 1: MNIST's writers (US Census staff and students) almost
@@ -117,6 +173,8 @@ def add_flags(
     y0 = top.float()
     length = _uniform(b, *length, g, dev) * (bottom - top).float().clamp(min=4)
     angle = _uniform(b, *angle_deg, g, dev) * (math.pi / 180)
+    if from_stem:  # angle_deg is measured from the 1's own stem, so a slanted 1 keeps a visible flag
+        angle = (stem_angle(x) - angle).clamp(min=5 * math.pi / 180)
     x1, y1 = x0 - length * torch.cos(angle), y0 + length * torch.sin(angle)
     # Distance of every pixel to the segment (x0, y0)-(x1, y1): (B, H, W).
     py = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1)
