@@ -28,7 +28,14 @@ from pathlib import Path
 
 import torch
 
-from hwr.augment import DEFAULT_FLAG_PROB, augment_for
+from hwr.augment import (
+    DEFAULT_FLAG_ANGLE,
+    DEFAULT_FLAG_FROM_STEM,
+    DEFAULT_FLAG_LENGTH,
+    DEFAULT_FLAG_PROB,
+    DEFAULT_FLAG_RECENTRE,
+    augment_for,
+)
 from hwr.checkpoint import make_metadata, save_checkpoint
 from hwr.data import DATASETS, MNIST_NORMALIZATION, default_data_dir, load_dataset, normalization_of
 from hwr.emnist import TEST_LETTERS_TRAIN_FRACTION
@@ -72,13 +79,18 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def parse_angles(text: str) -> tuple[float, float]:
+def parse_range(text: str) -> tuple[float, float]:
     """"15,50" -> (15.0, 50.0)."""
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two numbers like 15,50, not {text!r}") from None
     return lo, hi
+
+
+def format_range(values: tuple[float, float]) -> str:
+    """(10.0, 45.0) -> "10,45": a range as parse_range reads it."""
+    return ",".join(f"{v:g}" for v in values)
 
 
 def parse_widths(text: str) -> tuple[int, int, int]:
@@ -113,14 +125,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
     ap.add_argument("--no-augment", action="store_true", help="turn off augmentation (default: augment)")
     ap.add_argument("--flag-prob", type=float, default=DEFAULT_FLAG_PROB, help=f"share of 1s given a European-style flag in augmentation (default: {DEFAULT_FLAG_PROB})")
-    ap.add_argument("--flag-angle", type=parse_angles, default=(15.0, 50.0), metavar="LO,HI",
-                    help="flag direction range in degrees below horizontal (default: 15,50)")
-    ap.add_argument("--flag-length", type=parse_angles, default=(0.25, 0.45), metavar="LO,HI",
-                    help="flag length range as a share of the 1's height (default: 0.25,0.45)")
-    ap.add_argument("--flag-from-stem", action="store_true",
-                    help="measure --flag-angle from the 1's stem instead of from the horizontal (default: off)")
-    ap.add_argument("--flag-recentre", action="store_true",
-                    help="move each flagged 1's centre of mass back to the field's centre (default: off)")
+    ap.add_argument("--flag-angle", type=parse_range, default=DEFAULT_FLAG_ANGLE, metavar="LO,HI",
+                    help="flag direction range in degrees, from the 1's stem (or from the horizontal with "
+                         "--no-flag-from-stem) (default: %s)" % format_range(DEFAULT_FLAG_ANGLE))
+    ap.add_argument("--flag-length", type=parse_range, default=DEFAULT_FLAG_LENGTH, metavar="LO,HI",
+                    help="flag length range as a share of the 1's height (default: %s)" % format_range(DEFAULT_FLAG_LENGTH))
+    ap.add_argument("--flag-from-stem", action=argparse.BooleanOptionalAction, default=DEFAULT_FLAG_FROM_STEM,
+                    help="measure --flag-angle from the 1's stem instead of from the horizontal (default: %(default)s)")
+    ap.add_argument("--flag-recentre", action=argparse.BooleanOptionalAction, default=DEFAULT_FLAG_RECENTRE,
+                    help="move each flagged 1's centre of mass back to the field's centre (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="random seed; same seed, same model on the same machine (default: 0)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda if available)")
     ap.add_argument("--stop-at", type=float, default=None, metavar="ACC", help="stop once test accuracy reaches ACC, e.g. 0.99; single process only (default: train every epoch)")
