@@ -14,6 +14,9 @@ Settings (environment; details in `hwr/app_logic.py`):
                           downloaded there if absent and the machine is online)
     HWR_ALLOW_FINETUNE    "1" (default) shows the fine-tune button; "0" hides it and the server
                           refuses fine-tunes (e.g. a public Space where CPU is scarce)
+    HWR_ALLOW_SAVE        "1" (default) shows the correction controls; "0" hides them and the server
+                          refuses saves: a public demo that keeps nothing its visitors draw
+    HWR_QUEUE_MAX_SIZE    requests waiting in Gradio's queue before new ones are turned away (default 256)
 and Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 
 Fine-tuning runs in its own queue group (FINETUNE_CONCURRENCY_ID), so predictions keep their own
@@ -25,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -325,9 +329,12 @@ def build_number_tab() -> None:
                 buttons=[], elem_id="number-inputs",
             )
             number_label = gr.Textbox(
-                label="Wrong? The number is:", placeholder="e.g. 2026", max_lines=1, elem_id="number-label"
+                label="Wrong? The number is:", placeholder="e.g. 2026", max_lines=1, visible=APP.allow_save,
+                elem_id="number-label",
             )
-            save_number_button = gr.Button("Save correction (one per digit)", elem_id="save-number-button")
+            save_number_button = gr.Button(
+                "Save correction (one per digit)", visible=APP.allow_save, elem_id="save-number-button"
+            )
             number_message = gr.Markdown(elem_id="number-message")
     outputs = [number_text, number_boxes, number_inputs]
     number_sketch.change(
@@ -390,9 +397,11 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
                 buttons=[],
                 elem_id="model-view",
             )
-            correct_label = gr.Radio(choices=APP.classes, label="Wrong? It is:", elem_id="correct-label")
+            correct_label = gr.Radio(
+                choices=APP.classes, label="Wrong? It is:", visible=APP.allow_save, elem_id="correct-label"
+            )
             guard_choice(correct_label)
-            with gr.Row():
+            with gr.Row(visible=APP.allow_save):
                 save_button = gr.Button("Save correction", elem_id="save-button")
                 undo_button = gr.Button("Undo last save", elem_id="undo-button")
             message = gr.Markdown(elem_id="message")
@@ -498,6 +507,15 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
     with gr.Tab("Number: read several digits", elem_id="number-tab") as number_tab:
         build_number_tab()
     number_tab.select(None, js=NUMBER_SELECT_BRUSH_JS)
+
+# The queue, set deliberately (RELIABILITY.md measures it): predictions run 4 at a time (their
+# events say so; more threads than the 2-4 cores of a Space only queue up inside torch), saves and
+# everything else 2 at a time (the store serialises appends with a file lock anyway), one fine-tune.
+# At most QUEUE_MAX_SIZE requests wait; beyond that a client is told "queue full" at once instead of
+# the server holding an unbounded backlog (a flood fails fast, the server stays up).
+QUEUE_MAX_SIZE = int(os.environ.get("HWR_QUEUE_MAX_SIZE") or 256)
+DEFAULT_CONCURRENCY_LIMIT = 2
+demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ Settings come from the environment (see `Settings.from_env`):
                           torchvision downloads MNIST there when it is absent and the machine is online)
     HWR_ALLOW_FINETUNE    "1" (default) lets users fine-tune from the app; "0" turns it off (e.g. a
                           public Space where CPU is scarce)
+    HWR_ALLOW_SAVE        "1" (default) lets users save corrections; "0" turns saving (and so undo)
+                          off: a public demo that keeps nothing its visitors draw
 
 Model swaps are thread-safe: the model that answers predictions and the file it came from are held
 together in one attribute (`DigitApp._active`, an `ActiveModel`) that is replaced whole, never
@@ -56,10 +58,11 @@ CORRECTIONS_DIR_ENV = "HWR_CORRECTIONS_DIR"
 MODELS_DIR_ENV = "HWR_MODELS_DIR"
 DATA_DIR_ENV = "HWR_DATA_DIR"
 ALLOW_FINETUNE_ENV = "HWR_ALLOW_FINETUNE"
+ALLOW_SAVE_ENV = "HWR_ALLOW_SAVE"
 DEFAULT_CORRECTIONS_DIR = Path("corrections")
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_DATA_DIR = Path("data")
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})  # HWR_ALLOW_FINETUNE values that turn it off
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})  # HWR_ALLOW_* values that turn it off
 NONE_WORDS = FALSE_WORDS | {"none"}  # HWR_LETTERS_CHECKPOINT values that turn letters off
 
 DIGITS, LETTERS = "Digits", "Letters"  # the modes, as the switch shows them
@@ -80,6 +83,7 @@ NOTHING_TO_UNDO = "Nothing to undo."
 FINETUNED_PREFIX = "finetuned"  # fine-tuned models are named finetuned-<UTC time>
 ALREADY_RUNNING = "⏳ A fine-tune is already running; wait for it to finish, then try again."
 FINETUNE_DISABLED = f"Fine-tuning is turned off on this server ({ALLOW_FINETUNE_ENV}=0)."
+SAVE_DISABLED = f"Saving corrections is turned off on this server ({ALLOW_SAVE_ENV}=0): nothing you draw is kept."
 NO_CHECKPOINT_FILE = "The current model was not loaded from a file, so it cannot be fine-tuned."
 
 ProgressFn = Callable[[float, str], None]
@@ -95,6 +99,7 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     allow_finetune: bool = True
     letters_checkpoint: Path | None = DEFAULT_LETTERS_CHECKPOINT  # None: digits only
+    allow_save: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -104,7 +109,7 @@ class Settings:
         corrections = env.get(CORRECTIONS_DIR_ENV) or DEFAULT_CORRECTIONS_DIR
         models = env.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR
         data = env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-        allow = (env.get(ALLOW_FINETUNE_ENV) or "1").strip().lower() not in FALSE_WORDS
+        allow = _is_on(env.get(ALLOW_FINETUNE_ENV))
         letters = env.get(LETTERS_CHECKPOINT_ENV) or DEFAULT_LETTERS_CHECKPOINT
         no_letters = str(letters).strip().lower() in NONE_WORDS
         return cls(
@@ -114,7 +119,13 @@ class Settings:
             Path(data).expanduser(),
             allow,
             None if no_letters else Path(letters).expanduser(),
+            _is_on(env.get(ALLOW_SAVE_ENV)),
         )
+
+
+def _is_on(value: str | None) -> bool:
+    """An HWR_ALLOW_* value: on unless it is one of FALSE_WORDS (unset or empty: on)."""
+    return (value or "1").strip().lower() not in FALSE_WORDS
 
 
 @dataclass(frozen=True)
@@ -353,6 +364,19 @@ def unreadable_upload_message(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def repair_at_start(store: CorrectionStore) -> None:
+    """Make the store whole after a crash (a server killed mid-save can leave a PNG without its
+    metadata line, or a torn last line): `verify(repair=True)`, which loses nothing. A store that
+    cannot be repaired (e.g. read-only) is logged; the app starts anyway and predictions go on."""
+    try:
+        report = store.verify(repair=True)
+    except OSError as exc:
+        log.error("Could not check the corrections in %s: %s", store.root, exc)
+        return
+    if not report.ok:
+        log.warning("Corrections in %s were repaired at start-up:\n%s", store.root, report.summary())
+
+
 class DigitApp:
     """The active model and one corrections store: the handlers behind the app's buttons and API.
 
@@ -371,6 +395,7 @@ class DigitApp:
         allow_finetune: bool = True,
         bundled_checkpoint: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
         kind: str = "digit",
+        allow_save: bool = True,
     ) -> None:
         """`checkpoint` is the file `recognizer` was loaded from (needed to fine-tune it); `kind`
         ("digit", "letter") is the word its messages use."""
@@ -379,6 +404,7 @@ class DigitApp:
         self.models_dir = Path(models_dir)
         self.data_dir = Path(data_dir)
         self.allow_finetune = allow_finetune
+        self.allow_save = allow_save
         self.bundled_checkpoint = Path(bundled_checkpoint)
         self._finetune_lock = threading.Lock()  # held while a fine-tune runs: one at a time
         self.kind = kind
@@ -388,6 +414,7 @@ class DigitApp:
         """Load the model (raises CheckpointError if it is bad) and open the corrections store."""
         recognizer = Recognizer.load(settings.checkpoint)
         store = CorrectionStore(settings.corrections_dir, classes=recognizer.classes)
+        repair_at_start(store)
         log.info(
             "Loaded model %r from %s; corrections go to %s.",
             recognizer.name, settings.checkpoint, settings.corrections_dir.resolve(),
@@ -399,6 +426,8 @@ class DigitApp:
             )
         else:
             log.info("Fine-tuning is off (%s=0).", ALLOW_FINETUNE_ENV)
+        if not settings.allow_save:
+            log.info("Saving corrections is off (%s=0).", ALLOW_SAVE_ENV)
         return cls(
             recognizer,
             store,
@@ -406,6 +435,7 @@ class DigitApp:
             models_dir=settings.models_dir,
             data_dir=settings.data_dir,
             allow_finetune=settings.allow_finetune,
+            allow_save=settings.allow_save,
         )
 
     @property
@@ -463,6 +493,8 @@ class DigitApp:
 
         The model's own answer on the drawing is recorded with it (what it got wrong).
         """
+        if not self.allow_save:
+            return SaveOutcome(SAVE_DISABLED)
         label = None if label is None else str(label).strip()
         if not label:
             return SaveOutcome(ask_for_label(self.kind))
@@ -508,6 +540,8 @@ class DigitApp:
 
     def undo(self, saved_id: str | None) -> str:
         """Delete the correction saved last (by its id); returns the message to show."""
+        if not self.allow_save:
+            return SAVE_DISABLED
         if not saved_id:
             return NOTHING_TO_UNDO
         try:
@@ -708,6 +742,7 @@ class ModeApps:
         except (CheckpointError, ValueError) as exc:
             log.error("Letters mode off: cannot load the letters model: %s", exc)
             return None
+        repair_at_start(store)
         log.info("Letters mode: model %r from %s; corrections go to %s.", recognizer.name, path, store.root.resolve())
         return DigitApp(
             recognizer, store, path,
@@ -716,6 +751,7 @@ class ModeApps:
             allow_finetune=settings.allow_finetune,
             bundled_checkpoint=path,
             kind="letter",
+            allow_save=settings.allow_save,
         )
 
     @property

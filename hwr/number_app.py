@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hwr.app_logic import SAVED_MARK, DigitApp, InvalidDrawingError, enlarge, is_blank_sketch
+from hwr.app_logic import SAVE_DISABLED, SAVED_MARK, DigitApp, InvalidDrawingError, enlarge, is_blank_sketch
 from hwr.preprocess import EmptyDrawingError, as_array, to_uint8
 from hwr.recognizer import Reading, Recognizer
 
@@ -132,6 +132,8 @@ class NumberApp:
         The typed number must have as many digits as were found in the drawing (otherwise nothing
         is saved and the message says how many were found). Never raises.
         """
+        if not self.digit_app.allow_save:
+            return NumberSaveOutcome(SAVE_DISABLED)
         text = clean_number(number)
         if not text:
             return NumberSaveOutcome(ASK_FOR_NUMBER)

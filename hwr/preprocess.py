@@ -100,6 +100,8 @@ def load_image_file(path: str | Path | bytes | io.BytesIO) -> Image.Image:
         img = Image.open(source)
     except FileNotFoundError:
         raise ValueError(f"Image file not found: {path}") from None
+    except Image.DecompressionBombError:  # PIL refuses it from the header, before decoding
+        raise ValueError(f"Image too large: more than {MAX_DECODE_PIXELS:,} pixels.") from None
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError)
         raise ValueError(f"Not a readable image file ({type(exc).__name__}: {exc}).") from None
     w, h = img.size
@@ -176,10 +178,10 @@ def _as_numeric_array(x: Any) -> np.ndarray:
         arr = np.asarray(x)
     except Exception as exc:
         raise ValueError(f"Cannot read an image from a {type(x).__name__}.") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"Cannot read an image from an array of dtype {arr.dtype}.")
     if np.iscomplexobj(arr):
         raise ValueError("Cannot read an image from complex numbers.")
+    if arr.dtype.kind not in "biuf":  # bool, int, uint, float; not object, str, bytes, datetime, timedelta
+        raise ValueError(f"Cannot read an image from an array of dtype {arr.dtype}.")
     return arr
 
 
@@ -249,7 +251,7 @@ def _dtype_scale(arr: np.ndarray) -> tuple[float, float]:
         # Wider integers often hold 8-, 12- or 16-bit data (PIL's "I" mode holds 0..255): scale by
         # the smallest usual full range that contains the actual maximum.
         hi = float(arr.max()) if arr.size else 0.0
-        return 0.0, next(float(r) for r in (255, 4095, 65535, info.max) if hi <= r)
+        return 0.0, next((float(r) for r in (255, 4095, 65535) if hi <= r), float(info.max))
     # floats: [0, 1] as is; [0, 255] as 8-bit; anything else min..max
     with np.errstate(all="ignore"):
         lo, hi = float(np.min(arr)), float(np.max(arr))

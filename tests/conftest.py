@@ -88,25 +88,30 @@ def _wait_until_ready(url: str, process, log_path: Path, timeout_s: float) -> No
     raise RuntimeError(f"app.py not ready after {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory, checkpoint_path: Path):
-    """Start `python app.py` once per session; always stopped at the end."""
+def start_app(root: Path, checkpoint: Path, corrections_dir: Path | None = None, **env_extra: str) -> AppServer:
+    """Start `python app.py` on a free loopback port, its files under `root`; wait until it answers.
+
+    `env_extra` adds or overrides environment variables (e.g. HWR_ALLOW_SAVE="0"). Stop it with
+    `stop_app`; the caller owns the process.
+    """
     import subprocess
     import sys
 
-    root = tmp_path_factory.mktemp("app_server")
+    root.mkdir(parents=True, exist_ok=True)
+    corrections_dir = corrections_dir or root / "corrections"
     port = free_port()
     env = dict(
         os.environ,
-        HWR_CHECKPOINT=str(checkpoint_path),
-        HWR_CORRECTIONS_DIR=str(root / "corrections"),
+        HWR_CHECKPOINT=str(checkpoint),
+        HWR_CORRECTIONS_DIR=str(corrections_dir),
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_SERVER_PORT=str(port),
         GRADIO_ANALYTICS_ENABLED="False",
         GRADIO_TEMP_DIR=str(root / "gradio-tmp"),
         PYTHONUNBUFFERED="1",
+        **env_extra,
     )
-    log_path = root / "app.log"
+    log_path = root / f"app-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "app.py")],
@@ -115,11 +120,50 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, checkpoint_path: Path):
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_until_ready(url, process, log_path, APP_START_TIMEOUT_S)
-        yield AppServer(url, root / "corrections", log_path, process)
+    except BaseException:
+        stop_app(process)
+        raise
+    return AppServer(url, corrections_dir, log_path, process)
+
+
+def stop_app(process) -> None:
+    """Terminate an app process (kill it if it does not stop within 10 s)."""
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory, checkpoint_path: Path):
+    """Start `python app.py` once per session; always stopped at the end."""
+    server = start_app(tmp_path_factory.mktemp("app_server"), checkpoint_path)
+    try:
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_app(server.process)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print how many bad-input cases the campaign tried (tests/campaign.py), and save them as JSON."""
+    import json
+
+    from tests import campaign
+
+    totals = campaign.totals()
+    if not totals:
+        return
+    terminalreporter.section("bad-input campaign: cases tried")
+    for target, row in totals.items():
+        detail = ", ".join(f"{k} {v}" for k, v in row.items() if k != "total")
+        terminalreporter.write_line(f"{target:34s} {row['total']:6d}  ({detail})")
+    terminalreporter.write_line(f"{'all targets':34s} {sum(r['total'] for r in totals.values()):6d}")
+    report = os.environ.get("HWR_CAMPAIGN_REPORT")
+    if report:
+        Path(report).write_text(json.dumps(totals, indent=1) + "\n")
