@@ -46,6 +46,7 @@ from hwr.app_logic import (
     DigitApp,
     ModeApps,
     FinetuneOutcome,
+    MAX_UPLOAD_BYTES,
     InvalidDrawingError,
     Settings,
     check_upload,
@@ -401,7 +402,7 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
                 choices=APP.classes, label="Wrong? It is:", visible=APP.allow_save, elem_id="correct-label"
             )
             guard_choice(correct_label)
-            with gr.Row(visible=APP.allow_save):
+            with gr.Row(visible=APP.allow_save, elem_id="correction-buttons"):
                 save_button = gr.Button("Save correction", elem_id="save-button")
                 undo_button = gr.Button("Undo last save", elem_id="undo-button")
             message = gr.Markdown(elem_id="message")
@@ -519,4 +520,5 @@ demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY_LIMIT, max_size=QUEUE_M
 
 
 if __name__ == "__main__":
-    demo.launch()
+    # Uploads over MAX_UPLOAD_BYTES are refused by Gradio while they stream in, before any handler.
+    demo.launch(max_file_size=MAX_UPLOAD_BYTES)
