@@ -300,8 +300,13 @@ def is_blank_sketch(sketch: Any) -> bool:
     if sketch is None:
         return True
     if isinstance(sketch, Mapping):
+        layers = sketch.get("layers")
+        if layers is None:
+            layers = []
+        elif not isinstance(layers, (list, tuple)):  # not a list of layers: preprocessing says what is wrong
+            return False
         return sketch.get("composite") is None and sketch.get("background") is None and not any(
-            layer is not None for layer in (sketch.get("layers") or [])
+            layer is not None for layer in layers
         )
     return False
 

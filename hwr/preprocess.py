@@ -145,7 +145,12 @@ def _from_sketchpad(value: dict) -> Any:
     composite = value.get("composite")
     if composite is not None:
         return composite
-    parts = [value.get("background")] + list(value.get("layers") or [])
+    layers = value.get("layers")
+    if layers is None:
+        layers = []
+    elif not isinstance(layers, (list, tuple)):
+        raise ValueError(f"A Sketchpad value's \"layers\" must be a list of images, not a {type(layers).__name__}.")
+    parts = [value.get("background"), *layers]
     images = [_to_rgba_image(p) for p in parts if p is not None]
     if not images:
         raise EmptyDrawingError()
@@ -165,9 +170,13 @@ def _to_rgba_image(x: Any) -> Image.Image:
         img = load_image_file(x)
     else:
         arr = _as_numeric_array(x)
-        img = Image.fromarray(to_uint8(arr)) if arr.ndim in (2, 3) else None
-        if img is None:
+        if arr.ndim not in (2, 3):
             raise ValueError("A Sketchpad layer must be a 2-D or 3-D image array.")
+        arr = _to_hwc(arr)  # (H, W) or (H, W, 2-4): what PIL can make an image of
+        try:
+            img = Image.fromarray(to_uint8(arr))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"A Sketchpad layer of shape {arr.shape} is not an image.") from exc
     return img.convert("RGBA")
 
 
