@@ -410,7 +410,7 @@ with gr.Blocks(title="Handwritten digit recognizer", analytics_enabled=False) as
         gr.Markdown(
             "Corrections saved so far, per label. Fine-tuning teaches them to the model in use, "
             "mixed with MNIST so it does not forget; the new model is kept only if its MNIST "
-            "accuracy does not fall." if APP.allow_finetune else "Corrections saved so far, per label."
+            "accuracy falls by at most 0.3 points." if APP.allow_finetune else "Corrections saved so far, per label."
         )
         counts_text = gr.Markdown(elem_id="correction-counts")
         with gr.Row():

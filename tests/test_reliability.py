@@ -181,6 +181,9 @@ def test_sigkill_during_corrections_then_restart(checkpoint_path: Path, tmp_path
         stored = stored_keys(corrections)
         assert all(stored.count(key) == 1 for key in seen), "a confirmed save is missing or doubled"
         assert len(stored) <= len(seen) + 3  # at most one unconfirmed save in flight per writer
+        repaired = "repaired at start-up" in restarted.log_text()
+        print(f"SIGKILL after {len(seen)} confirmed saves: {len(stored)} stored after the restart, "
+              f"all confirmed ones once; start-up repair {'ran' if repaired else 'had nothing to do'}")
         drawing = tagged_drawing(6, 4095)
         path = tmp_path / "after.png"
         drawing.save(path)
