@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "(hwr.model.deslant); see BENCHMARKS.md for what it does to real drawings (default: off)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 15; 3 when fine-tuning)")
     ap.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: 3e-3; 3e-4 when fine-tuning)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: 3e-3; 2e-4 when fine-tuning)")
     ap.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default: 5e-4)")
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
     ap.add_argument("--no-augment", action="store_true", help="turn off augmentation (default: augment)")
