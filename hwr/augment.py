@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hwr.model import ink_moments
+from hwr.preprocess import FIELD_CENTRE
 
-# Where MNIST's centre of mass sits, pixel index (hwr.preprocess.FIELD_CENTRE; measured 14.00, 14.01).
-MNIST_CENTRE = 14.0
+# Where MNIST's centre of mass sits, pixel index: where preprocessing puts a drawing's (measured 14.00, 14.01).
+MNIST_CENTRE = FIELD_CENTRE[0]
 DEFAULT_FLAG_PROB = 0.5  # share of 1s given a flag (add_flags); the bundled model's recipe
 # The bundled recipe's flags, from the flags people draw: on the pendigits 1s (771 of 779 have one) a
 # flag is 0.36-0.85 of the 1's height (median 0.57) and leaves the stem at 10-42 degrees (median 24),
@@ -138,14 +140,8 @@ def stem_angle(x: torch.Tensor) -> torch.Tensor:
     """x (B, 1, H, W) -> (B,) radians below horizontal, pointing left, of each image's main axis
     going down: pi/2 for an upright stroke, less for one whose top leans right. From the ink's
     second moments (the slant cov(x, y) / var(y), as in hwr.model.deslant)."""
-    ink = x[:, 0]
-    total = ink.sum(dim=(1, 2)).clamp(min=1e-6)
-    ys = torch.arange(x.shape[-2], dtype=x.dtype, device=x.device).view(1, -1, 1)
-    xs = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).view(1, 1, -1)
-    cy = (ink * ys).sum(dim=(1, 2)) / total
-    cx = (ink * xs).sum(dim=(1, 2)) / total
-    dy, dx = ys - cy.view(-1, 1, 1), xs - cx.view(-1, 1, 1)
-    slant = (ink * dx * dy).sum(dim=(1, 2)) / (ink * dy * dy).sum(dim=(1, 2)).clamp(min=1e-6)  # x px per y px
+    _, _, _, sxy, syy = ink_moments(x[:, 0])
+    slant = sxy / syy.clamp(min=1e-6)  # x px per y px
     return torch.atan2(torch.ones_like(slant), -slant)
 
 

@@ -45,6 +45,20 @@ class ModelConfig:
 MAX_SHEAR = 1.0  # at most 45 degrees of slant is removed: beyond that it is more likely a stroke than a slant
 
 
+def ink_moments(ink: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """ink (B, H, W), background 0 -> (total, cx, cy, sxy, syy), each (B,): the ink's mass (at least
+    1e-6), its centre of mass in pixels, and the unnormalised second moments sum(ink * dx * dy) and
+    sum(ink * dy * dy) about that centre. The slant (x pixels per y pixel) is sxy / syy."""
+    _, h, w = ink.shape
+    total = ink.sum(dim=(1, 2)).clamp(min=1e-6)  # (B,)
+    ys = torch.arange(h, dtype=ink.dtype, device=ink.device).view(1, h, 1)
+    xs = torch.arange(w, dtype=ink.dtype, device=ink.device).view(1, 1, w)
+    cy = (ink * ys).sum(dim=(1, 2)) / total  # (B,) centre of mass, pixels
+    cx = (ink * xs).sum(dim=(1, 2)) / total
+    dy, dx = ys - cy.view(-1, 1, 1), xs - cx.view(-1, 1, 1)
+    return total, cx, cy, (ink * dx * dy).sum(dim=(1, 2)), (ink * dy * dy).sum(dim=(1, 2))
+
+
 def deslant(x: torch.Tensor, max_shear: float = MAX_SHEAR) -> torch.Tensor:
     """Shear each image horizontally about its centre of mass so that its ink has no slant.
 
@@ -54,14 +68,8 @@ def deslant(x: torch.Tensor, max_shear: float = MAX_SHEAR) -> torch.Tensor:
     """
     b, _, h, w = x.shape
     ink = x[:, 0] - x[:, 0].amin(dim=(1, 2), keepdim=True)  # (B, H, W), background 0
-    total = ink.sum(dim=(1, 2)).clamp(min=1e-6)  # (B,)
-    ys = torch.arange(h, dtype=x.dtype, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, w)
-    cy = (ink * ys).sum(dim=(1, 2)) / total  # (B,) centre of mass, pixels
-    cx = (ink * xs).sum(dim=(1, 2)) / total
-    dy, dx = ys - cy.view(b, 1, 1), xs - cx.view(b, 1, 1)
-    var_y = (ink * dy * dy).sum(dim=(1, 2)) / total
-    cov_xy = (ink * dx * dy).sum(dim=(1, 2)) / total
+    total, _, cy, sxy, syy = ink_moments(ink)
+    var_y, cov_xy = syy / total, sxy / total
     shear = (cov_xy / var_y.clamp(min=1e-6)).clamp(-max_shear, max_shear)  # (B,) x-pixels per y-pixel
     # affine_grid maps each output position to the input position it samples, in [-1, 1] units:
     # x_in = x_out + shear * (y_out - cy), so the row through the centre of mass stays where it is.
