@@ -29,8 +29,11 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script: the hwr package and bench.app_roundtrip
+from hwr.app_logic import SAVED_MARK  # noqa: E402  (how every "saved" message starts)
+from hwr.corrections import CorrectionStore  # noqa: E402
+
 EXAMPLES = REPO_ROOT / "assets" / "examples"
-SAVED_MARK = "✅"  # hwr.app_logic.SAVED_MARK: how every "saved" message starts
 
 
 def tagged_drawing(digit: int, tag: int) -> Image.Image:
@@ -114,9 +117,6 @@ def run_load(url: str, clients: int, requests: int, save_share: float, workdir: 
 
 def stored_keys(corrections_dir: Path) -> list[str]:
     """The pixel keys of every correction in the store, one per metadata line."""
-    sys.path.insert(0, str(REPO_ROOT))
-    from hwr.corrections import CorrectionStore
-
     store = CorrectionStore(corrections_dir)
     keys = []
     for sample in store.samples():
@@ -129,9 +129,6 @@ def check_stored_exactly_once(report: LoadReport, corrections_dir: Path) -> list
     """Problems with the store after a load run: confirmed saves missing or doubled, extra ones,
     and what `verify` reports. Empty when all is well."""
     from collections import Counter
-
-    sys.path.insert(0, str(REPO_ROOT))
-    from hwr.corrections import CorrectionStore
 
     stored = Counter(stored_keys(corrections_dir))
     confirmed = Counter(report.confirmed)
@@ -151,7 +148,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="which requests save, which digits (default: 0)")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO_ROOT))
     from bench.app_roundtrip import start
 
     with tempfile.TemporaryDirectory() as tmp:
