@@ -6,6 +6,7 @@
     python train.py --dataset emnist-letters --out checkpoints/letters.safetensors   # any EMNIST split
     python train.py --init-from checkpoints/mnist-cnn.safetensors --corrections corrections \
         --out checkpoints/finetuned.safetensors               # fine-tune on saved corrections
+    python train.py --verifier --data-dir ../shared/data     # the Number mode's digit verifier
 
 Speed tricks (each one line):
 - the whole dataset is one uint8 tensor on the device; batches are index gathers, no DataLoader;
@@ -44,6 +45,8 @@ from hwr.finetune import FinetuneConfig, finetune
 from hwr.model import ModelConfig, build_model, count_parameters
 from hwr.preprocess import recipe_metadata
 from hwr.training import pick_device, seed_everything, train_one_epoch
+from hwr.verifier import DEFAULT_VERIFIER_CHECKPOINT as VERIFIER_OUT_DEFAULT
+from hwr.verifier import VerifierTraining, train_bundled_verifier
 
 
 OUT_DEFAULT = "checkpoints/mnist-cnn.safetensors"
@@ -144,6 +147,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--name", default=None, help="model name in the metadata (default: the --out file's stem)")
     ap.add_argument("--dry-run", action="store_true", help="one training batch and one small evaluation batch, then save (default: off)")
     ap.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars (default: shown)")
+    vr = ap.add_argument_group("the digit verifier for reading numbers (hwr/verifier.py)")
+    vr.add_argument("--verifier", action="store_true",
+                    help="train the digit verifier instead of a digit model; --epochs, --lr, --batch-size, --seed apply (default: off)")
+    vr.add_argument("--verifier-numbers", type=int, default=6000,
+                    help="numbers drawn from pendigits writers 1-12 to train it on (default: 6000)")
     ft = ap.add_argument_group("fine-tuning on corrections (hwr/finetune.py)")
     ft.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint and fine-tune (default: train from scratch)")
     ft.add_argument("--corrections", metavar="DIR", help="corrections folder to fine-tune on (default: $HWR_CORRECTIONS_DIR, else ./corrections)")
@@ -156,6 +164,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.set_defaults(**{k: parse_widths(v) if k == "widths" else v for k, v in PRESETS[preset].items()})
     args = ap.parse_args(argv)
     fine = args.init_from is not None
+    if args.verifier:
+        if fine:
+            ap.error("--verifier trains a new verifier; it cannot be combined with --init-from")
+        args.out = args.out or str(VERIFIER_OUT_DEFAULT)
+        args.epochs = args.epochs or VerifierTraining.epochs
+        args.lr = args.lr or VerifierTraining.lr
+        if "--batch-size" not in (argv if argv is not None else sys.argv[1:]):
+            args.batch_size = VerifierTraining.batch_size
+        return args
     if args.out is None:  # never overwrite the bundled digit model with another dataset's model
         args.out = OUT_DEFAULT if args.dataset == "mnist" else f"checkpoints/{args.dataset}-{args.arch}.safetensors"
     if args.epochs is None:
@@ -220,11 +237,30 @@ def run_finetune(args: argparse.Namespace, device: torch.device) -> int:
     return 0
 
 
+def run_verifier(args: argparse.Namespace, device: torch.device) -> int:
+    """--verifier: train the Number mode's digit verifier on numbers drawn from pendigits digits."""
+    from hwr.pendigits import load_pendigits
+
+    try:
+        digits = load_pendigits(args.data_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    cfg = VerifierTraining(epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    n_numbers = 8 if args.dry_run else args.verifier_numbers
+    path = train_bundled_verifier(digits, args.out, n_numbers, cfg, device, dry_run=args.dry_run,
+                                  say=lambda msg: print(msg, flush=True))
+    print(f"saved {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    if args.verifier:
+        return run_verifier(args, device)
     if args.init_from:
         if args.out == OUT_DEFAULT:
             print(f"error: fine-tuning would overwrite the bundled model; pass --out", file=sys.stderr)

@@ -27,6 +27,7 @@ class ModelConfig:
     widths: tuple[int, int, int] = (32, 64, 128)
     dropout: float = 0.1
     deslant: bool = False  # shear every input upright first (see `deslant`); no parameters
+    in_channels: int = 1  # cnn only: input planes (1 for a drawing; hwr.verifier's views have 2)
 
     def to_dict(self) -> dict:
         """JSON-ready: tuples become lists, so a saved and re-read config compares equal."""
@@ -117,20 +118,21 @@ class CompactCNN(nn.Module):
     """Three stages of two conv-BN-ReLU blocks, each followed by 2x2 max-pool; global pooling; linear."""
 
     def __init__(
-        self, num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.1, deslant: bool = False
+        self, num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.1, deslant: bool = False,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         self.deslant_input = deslant
         w1, w2, w3 = widths
         self.features = nn.Sequential(
-            conv_bn(1, w1), conv_bn(w1, w1), nn.MaxPool2d(2),  # (B, w1, 14, 14)
+            conv_bn(in_channels, w1), conv_bn(w1, w1), nn.MaxPool2d(2),  # (B, w1, 14, 14)
             conv_bn(w1, w2), conv_bn(w2, w2), nn.MaxPool2d(2),  # (B, w2, 7, 7)
             conv_bn(w2, w3), conv_bn(w3, w3), nn.MaxPool2d(2),  # (B, w3, 3, 3)
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(w3, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, C) logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_channels, 28, 28) -> (B, C) logits
         if self.deslant_input:
             x = deslant(x)
         x = self.features(x)
@@ -142,7 +144,7 @@ def build_model(config: ModelConfig) -> nn.Module:
     if config.arch == "seed":
         return SeedNet(config.num_classes, config.deslant)
     if config.arch == "cnn":
-        return CompactCNN(config.num_classes, tuple(config.widths), config.dropout, config.deslant)
+        return CompactCNN(config.num_classes, tuple(config.widths), config.dropout, config.deslant, config.in_channels)
     raise ValueError(f"Unknown architecture {config.arch!r}; expected 'cnn' or 'seed'.")
 
 

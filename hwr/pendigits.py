@@ -198,6 +198,20 @@ def load_pendigits(data_dir: str | Path) -> list[PenDigit]:
     return list(_load_cached(path, st.st_mtime_ns, st.st_size))
 
 
+def parse_writers(text: str) -> set[int] | None:
+    """A writers option: 'all' -> None (every writer); '13-30' -> {13, ..., 30}; '7' -> {7}."""
+    if text == "all":
+        return None
+    lo, _, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"writers must be 'all' or a range such as 13-30, got {text!r}") from None
+    if not 1 <= first <= last <= EXPECTED_WRITERS:
+        raise ValueError(f"writers must lie within 1-{EXPECTED_WRITERS}, got {text!r}")
+    return set(range(first, last + 1))
+
+
 def split_by_writer(
     digits: Iterable[PenDigit], test_writers: Iterable[int]
 ) -> tuple[list[PenDigit], list[PenDigit]]:
@@ -400,6 +414,8 @@ class NumberDrawing:
     label: str  # e.g. "2026"
     boxes: tuple[tuple[int, int, int, int], ...]  # each digit's ink box (x0, y0, x1, y1), canvas px
     touching: tuple[bool, ...]  # per neighbour pair: do their inks touch (one connected blob)?
+    # (H, W) uint8: which digit (1-based, left to right) put the most ink on each pixel; 0 = none
+    owner: np.ndarray | None = None
 
 
 def _digit_tile(digit: PenDigit, height_px: float, brush_px: float) -> np.ndarray:
@@ -516,10 +532,12 @@ def render_number(
     ox = int(rng.integers(0, width - total_w + 1)) - left_edge
     oy = int(rng.integers(0, height - total_h + 1)) - min_top
     alpha = np.zeros((height, width), np.uint8)
+    owner = np.zeros((height, width), np.uint8)
     boxes = []
-    for x, t, tile in zip(xs, tops, tiles):
+    for k, (x, t, tile) in enumerate(zip(xs, tops, tiles)):
         x0, y0 = x + ox, t + oy
         region = alpha[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]]
+        owner[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]][tile > region] = k + 1
         np.maximum(region, tile, out=region)  # ink over ink, as on a canvas
         ink = tile > _INK_ALPHA
         rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
@@ -532,4 +550,4 @@ def render_number(
         out[..., :3] = 0
         out[..., 3] = alpha
     label = "".join(d.label for d in digits)
-    return NumberDrawing(out, label, tuple(boxes), tuple(contacts))
+    return NumberDrawing(out, label, tuple(boxes), tuple(contacts), owner)

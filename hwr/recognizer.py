@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,8 +18,11 @@ from hwr.checkpoint import CheckpointError
 from hwr.model import deslant
 from hwr.preprocess import EmptyDrawingError, UnknownRecipeError, as_array, ink_to_model_input_for, preprocess_for, recipe_of, to_ink
 from hwr.segment import build_lattice, choose
+from hwr.verifier import DEFAULT_VERIFIER_CHECKPOINT, DigitVerifier
 
-# The bundled digit model, trained on MNIST only (see README's model card).
+log = logging.getLogger(__name__)
+
+# The bundled digit model: MNIST, then fine-tuned on stand-in corrections of pendigits writers 1-12 (README's model card).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mnist-cnn.safetensors"
 # The bundled letters model (a-z), trained on the letters of EMNIST byclass's test split (README).
 DEFAULT_LETTERS_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("letters-cnn.safetensors")
@@ -73,8 +78,15 @@ class Reading:
 class Recognizer:
     """A trained model plus the preprocessing it was trained for."""
 
-    def __init__(self, model: torch.nn.Module, metadata: dict[str, Any], device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: torch.nn.Module, metadata: dict[str, Any], device: str | torch.device = "cpu",
+        verifier: DigitVerifier | None = None,
+    ) -> None:
         self.model = model.eval()
+        # `read`'s judge of where digits end; None = the bundled one, loaded on the first `read`.
+        self._verifier = verifier
+        self._verifier_lock = threading.Lock()
+        self._verifier_tried = verifier is not None
         self.metadata = metadata
         self.device = torch.device(device)
         self.classes: list[str] = list(metadata["classes"])
@@ -95,6 +107,24 @@ class Recognizer:
         """Load a checkpoint (default: the bundled digit model). Raises CheckpointError if it is bad."""
         model, meta = load_checkpoint(path or DEFAULT_CHECKPOINT, device)
         return cls(model, meta, device)
+
+    @property
+    def verifier(self) -> DigitVerifier | None:
+        """The digit verifier `read` uses: the one given, else the bundled one (loaded once), else None
+        (a missing or broken verifier file is logged and `read` falls back to hand-made rules)."""
+        with self._verifier_lock:
+            if not self._verifier_tried:
+                self._verifier_tried = True
+                try:
+                    self._verifier = DigitVerifier.load(DEFAULT_VERIFIER_CHECKPOINT, self.device)
+                except CheckpointError as exc:
+                    log.warning("reading numbers without a digit verifier: %s", exc)
+            return self._verifier
+
+    @verifier.setter
+    def verifier(self, value: DigitVerifier | None) -> None:
+        with self._verifier_lock:
+            self._verifier, self._verifier_tried = value, True
 
     def preprocess(self, image: Any) -> np.ndarray:
         """The (28, 28) model input for a drawing, with this model's preprocessing recipe."""
@@ -136,7 +166,9 @@ class Recognizer:
                 readable[i] = False
         probs = self.predict_inputs(inputs)  # (N, C), one forward pass for every candidate
         confidences = np.where(readable, probs.max(axis=1), 0.0)
-        chosen = choose(lattice, confidences)
+        verifier = self.verifier
+        whole = verifier.score(ink_map.ink, lattice) if verifier is not None else None
+        chosen = choose(lattice, confidences, whole)
         if not chosen:
             raise EmptyDrawingError()
         f = ink_map.reduction

@@ -19,10 +19,14 @@ How a drawing is split (each step is a function below):
    consecutive slices no wider than `MAX_DIGIT_WIDTH` digit heights inside one cluster of x-overlapping atoms (so a
    merge the overlap test missed, or a cut that was not needed, can still be undone).
 6. **Choice** (`choose`): dynamic programming picks the sequence of candidates that covers every
-   slice once and maximises the sum of log(recognizer confidence) minus geometric penalties
-   (cutting through ink, a digit much wider than the digit height, merging marks that sit side by
-   side). An atom is only cut when there is a reason (`atom_keeps_whole`): it is very wide for its
-   height, much wider than the drawing's other marks, or the recognizer is unsure of it read whole.
+   slice once and maximises a sum of per-candidate scores. With a digit verifier (`hwr.verifier`,
+   the default in `Recognizer.read`), a candidate scores its log(recognizer confidence) plus
+   log P(one whole digit) from the verifier, which looks at the candidate and the ink around it
+   (`candidate_views`), plus a bonus per digit. Without one, hand-made rules stand in: log
+   confidence minus geometric penalties (cutting through ink, a digit much wider than the digit
+   height, merging marks that sit side by side), and an atom is only cut when there is a reason
+   (`atom_keeps_whole`): it is very wide for its height, much wider than the drawing's other marks,
+   or the recognizer is unsure of it read whole.
 
 Every candidate carries its own ink crop (other digits' pixels removed) that goes through the same
 `hwr.preprocess.ink_to_model_input` as a single digit.
@@ -46,7 +50,8 @@ MERGE_MIN_OVERLAP = 0.12  # ... and >= this x the tallest component's height
 WIDE_ASPECT = 0.85  # an atom wider than this x the digit height may hold touching digits: try cuts
 MIN_SLICE_WIDTH = 0.08  # cuts stay this x the digit height away from the atom's ends
 CUT_SPACING = 0.08  # ... and this x the digit height away from each other
-MAX_CUTS_PER_HEIGHT = 5.0  # at most this many candidate cuts per digit height of atom width
+CUT_MAX_DRIFT = 0.15  # a cut path strays at most this x the digit height from its column
+MAX_CUTS_PER_HEIGHT = 9.0  # at most this many candidate cuts per digit height of atom width
 MAX_DIGIT_WIDTH = 1.5  # a candidate of several slices is at most this x the digit height wide
 CUT_COST = 0.3  # log-score cost of each stroke a cut crosses
 MAX_WIDTH = 0.8  # a candidate wider than this x the digit height is penalised ...
@@ -57,6 +62,10 @@ MIN_ATOMS_FOR_WIDTH = 3  # with at least this many atoms, one no wider than ...
 KEEP_WIDTH_RATIO = 1.6  # ... this x their median width is one digit: never cut
 SEPARATE_OVERLAP = 0.3  # two atoms overlapping along x by less than this (of the narrower) ...
 SEPARATE_COST = 1.5  # ... cost this much to read as one digit
+# With a verifier (tuned like the constants above, on writers 13-15, see hwr/verifier.py):
+VERIFIED_PENALTY_WEIGHT = 0.0  # the geometric penalties count this much
+VERIFIED_CONFIDENCE_WEIGHT = 1.0  # log recognizer confidence counts this much
+VERIFIED_DIGIT_BONUS = 1.0  # added per digit read: offsets the sum of logs' bias towards fewer digits
 MAX_PIECES = 40  # more separate marks than this is not a number: refuse rather than be slow
 
 
@@ -105,6 +114,7 @@ class Lattice:
     candidates: list[Candidate]
     # slice indices where a new cluster starts: no candidate spans one of these boundaries
     cluster_starts: list[int]
+    height: float = 0.0  # the drawing's typical digit height in ink-map pixels (`digit_height`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +375,7 @@ def _slices_of(atom_index: int, atom: Atom, own: np.ndarray, height: float) -> l
     cuts = sorted(candidate_cuts(own, height))
     if not cuts:
         return [Slice(atom_index, None, None)]
-    max_drift = max(2, int(MIN_SLICE_WIDTH * height / 2))
+    max_drift = max(2, int(CUT_MAX_DRIFT * height))
     paths = [cut_path(own, c, max_drift) for c in cuts]
     out: list[Slice] = []
     left: np.ndarray | None = None
@@ -448,7 +458,7 @@ def build_lattice(ink: np.ndarray) -> Lattice:
                     candidate = _candidate(first, last, own, background, ink, height, mask=not whole)
                     candidate.penalty += _merge_penalty(atoms, slices[first:last])
                     candidates.append(candidate)
-    return Lattice(atoms, slices, candidates, cluster_starts)
+    return Lattice(atoms, slices, candidates, cluster_starts, height)
 
 
 def _merge_penalty(atoms: list[Atom], run: list[Slice]) -> float:
@@ -514,18 +524,29 @@ def atom_keeps_whole(lattice: Lattice, confidences: np.ndarray) -> list[bool]:
     return keep
 
 
-def choose(lattice: Lattice, confidences: np.ndarray) -> list[int]:
+def choose(lattice: Lattice, confidences: np.ndarray, whole: np.ndarray | None = None) -> list[int]:
     """Indices of the candidates that best explain the drawing, left to right.
 
     confidences: (len(candidates),) the recognizer's top probability for each candidate (0 for a
-    candidate it could not read). Maximises sum(log confidence - penalty - cost of the cut on its
-    left) over sequences of candidates that cover every slice exactly once; atoms that
-    `atom_keeps_whole` are never cut.
+    candidate it could not read). whole: (len(candidates),) a verifier's P(the candidate is one whole
+    digit) (`hwr.verifier`), or None. Maximises, over sequences of candidates that cover every slice
+    exactly once, the sum of each candidate's score:
+
+    * without a verifier: log confidence - penalty - cost of the cut on its left; atoms that
+      `atom_keeps_whole` are never cut (the hand-made rules stand in for a verifier);
+    * with one: log confidence + log whole - VERIFIED_PENALTY_WEIGHT x (penalty + cut cost).
     """
     n = len(lattice.slices)
     if n == 0:
         return []
-    keep = atom_keeps_whole(lattice, confidences)
+    if whole is not None:
+        keep = [False] * len(lattice.atoms)  # the verifier decides where digits end
+        log_whole = np.log(np.clip(np.asarray(whole, np.float64), 1e-9, 1.0))
+        weight, conf_weight, bonus = VERIFIED_PENALTY_WEIGHT, VERIFIED_CONFIDENCE_WEIGHT, VERIFIED_DIGIT_BONUS
+    else:
+        keep = atom_keeps_whole(lattice, confidences)
+        log_whole = np.zeros(len(lattice.candidates))
+        weight, conf_weight, bonus = 1.0, 1.0, 0.0
     ending: dict[int, list[int]] = {}
     for k, c in enumerate(lattice.candidates):
         ending.setdefault(c.last, []).append(k)
@@ -540,7 +561,10 @@ def choose(lattice: Lattice, confidences: np.ndarray) -> list[int]:
             left, right = lattice.slices[c.first], lattice.slices[c.last - 1]
             if (left.left is not None and keep[left.atom]) or (right.right is not None and keep[right.atom]):
                 continue  # this candidate would cut an atom that stays whole
-            score = best[c.first] + math.log(max(float(confidences[k]), 1e-9)) - c.penalty - left.left_cost
+            score = (
+                best[c.first] + conf_weight * math.log(max(float(confidences[k]), 1e-9)) + log_whole[k]
+                + bonus - weight * (c.penalty + left.left_cost)
+            )
             if score > best[j]:
                 best[j], back[j] = score, k
         if not np.isfinite(best[j]):
@@ -556,3 +580,45 @@ def choose(lattice: Lattice, confidences: np.ndarray) -> list[int]:
         else:
             j = -1 - k
     return chosen[::-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Views for the digit verifier (hwr/verifier.py)
+# ---------------------------------------------------------------------------------------------
+
+VIEW_SIZE = 28  # each view is VIEW_SIZE x VIEW_SIZE, like a model input
+VIEW_SPAN = 1.6  # ... of a square window this many digit heights wide, centred on the candidate
+
+
+def _window(image: np.ndarray, origin: tuple[int, int], x0: float, y0: float, side: float) -> np.ndarray:
+    """The square window [x0, x0+side) x [y0, y0+side) (ink-map coordinates) of `image`, whose top-left
+    pixel sits at `origin` (x, y); zeros outside it; area-resized to (VIEW_SIZE, VIEW_SIZE)."""
+    from PIL import Image  # lazy: only the verifier needs it
+
+    n = max(int(round(side)), 1)
+    X0, Y0 = int(round(x0)) - origin[0], int(round(y0)) - origin[1]  # window origin in image pixels
+    h, w = image.shape
+    out = np.zeros((n, n), np.float32)
+    sx0, sy0, sx1, sy1 = max(X0, 0), max(Y0, 0), min(X0 + n, w), min(Y0 + n, h)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - Y0 : sy1 - Y0, sx0 - X0 : sx1 - X0] = image[sy0:sy1, sx0:sx1]
+    small = Image.fromarray(out, mode="F").resize((VIEW_SIZE, VIEW_SIZE), Image.Resampling.BOX)
+    return np.asarray(small, np.float32)
+
+
+def candidate_views(ink: np.ndarray, lattice: Lattice) -> np.ndarray:
+    """(N, 2, VIEW_SIZE, VIEW_SIZE) float32 in [0, 1]: per candidate, its own ink (plane 0) and all the
+    drawing's ink (plane 1) in a window VIEW_SPAN digit heights wide centred on the candidate's box.
+
+    Unlike a model input (always scaled to fill its field), the window's scale is the drawing's
+    digit height, so a verifier sees how big a candidate is next to the other digits, and whether
+    ink goes on past its edges (a digit cut in two, or a neighbour half taken in)."""
+    side = VIEW_SPAN * max(lattice.height, 1.0)
+    views = np.zeros((len(lattice.candidates), 2, VIEW_SIZE, VIEW_SIZE), np.float32)
+    for i, c in enumerate(lattice.candidates):
+        x0, y0, x1, y1 = c.box
+        wx, wy = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2
+        own_origin = (max(x0 - 1, 0), max(y0 - 1, 0))  # `Candidate.ink` keeps a 1-pixel margin
+        views[i, 0] = _window(c.ink, own_origin, wx, wy, side)
+        views[i, 1] = _window(ink, (0, 0), wx, wy, side)
+    return np.clip(views, 0.0, 1.0)

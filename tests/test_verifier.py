@@ -1,0 +1,200 @@
+"""The digit verifier (hwr.verifier) and its inputs (hwr.segment.candidate_views): views, training
+targets, a tiny model's train/save/load round trip, safe loading, and how `read` uses it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import hwr.recognizer as recognizer_module
+from hwr import Recognizer
+from hwr.checkpoint import CheckpointError
+from hwr.pendigits import load_pendigits, render_number
+from hwr.preprocess import to_ink
+from hwr.segment import VIEW_SIZE, build_lattice, candidate_views, choose
+from hwr.verifier import (
+    DEFAULT_VERIFIER_CHECKPOINT,
+    TEST_WRITERS,
+    TRAIN_WRITERS,
+    TUNE_WRITERS,
+    DigitVerifier,
+    VerifierTraining,
+    make_examples,
+    pools_of,
+    save_verifier,
+    train_verifier,
+    whole_targets,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STROKE = 14
+
+
+def two_touching_zeros() -> tuple[np.ndarray, np.ndarray]:
+    """Two ellipses whose inks touch (one blob) and the owner map (1 = left, 2 = right)."""
+    left, right = Image.new("L", (800, 300), 0), Image.new("L", (800, 300), 0)
+    ImageDraw.Draw(left).ellipse((200, 80, 290, 220), outline=255, width=STROKE)
+    ImageDraw.Draw(right).ellipse((284, 80, 374, 220), outline=255, width=STROKE)
+    a, b = np.asarray(left), np.asarray(right)
+    owner = np.where(b > a, 2, np.where(a > 0, 1, 0)).astype(np.uint8)
+    grey = 255 - np.maximum(a, b)  # dark ink on white
+    return to_ink(grey).ink, owner
+
+
+def test_views_shape_range_and_own_ink_inside_all_ink() -> None:
+    ink, _ = two_touching_zeros()
+    lattice = build_lattice(ink)
+    views = candidate_views(ink, lattice)
+    assert views.shape == (len(lattice.candidates), 2, VIEW_SIZE, VIEW_SIZE)
+    assert views.dtype == np.float32 and np.isfinite(views).all()
+    assert views.min() >= 0 and views.max() <= 1
+    assert (views[:, 0] <= views[:, 1] + 1e-5).all()  # a candidate's ink is part of all the ink
+    assert (views[:, 0].sum(axis=(1, 2)) > 0).all()
+
+
+def whole_index(lattice) -> int:
+    """The candidate that is the whole first cluster (all its slices)."""
+    ends = lattice.cluster_starts[1:] + [len(lattice.slices)]
+    return next(i for i, c in enumerate(lattice.candidates) if c.first == 0 and c.last == ends[0])
+
+
+def test_views_are_at_the_drawings_scale() -> None:
+    """Drawn twice as large, the same digits give (nearly) the same views: the window follows the
+    digit height, unlike a model input which always fills its field."""
+    ink, _ = two_touching_zeros()
+    big = np.asarray(Image.fromarray(ink).resize((1600, 600), Image.Resampling.BILINEAR))
+    views = {}
+    for name, image in (("small", ink), ("big", big)):
+        lattice = build_lattice(image)
+        views[name] = candidate_views(image, lattice)[whole_index(lattice)]  # (2, 28, 28)
+    assert np.abs(views["small"] - views["big"]).mean() < 0.05
+
+
+def test_targets_one_for_clean_cuts_zero_for_the_pair_and_pieces() -> None:
+    ink, owner = two_touching_zeros()
+    lattice = build_lattice(ink)
+    targets = whole_targets(lattice, owner)
+    assert targets.shape == (len(lattice.candidates),) and ((targets >= 0) & (targets <= 1)).all()
+    assert targets[whole_index(lattice)] == 0.0  # two digits in one candidate
+    assert targets.max() >= 0.8  # some cut separates one 0 (nearly) cleanly
+    narrow = [i for i, c in enumerate(lattice.candidates) if c.box[2] - c.box[0] < 30]
+    assert all(targets[i] == 0.0 for i in narrow)  # slivers are not digits
+
+
+def test_choose_with_a_verifier_splits_where_it_says() -> None:
+    ink, owner = two_touching_zeros()
+    lattice = build_lattice(ink)
+    targets = whole_targets(lattice, owner)
+    confident = np.full(len(lattice.candidates), 0.99)  # a recognizer sure of everything
+    chosen = choose(lattice, confident, np.maximum(targets, 1e-3))
+    assert len(chosen) == 2
+    assert all(targets[k] >= 0.8 for k in chosen)  # the two best cuts (the ellipses overlap a little)
+
+
+def test_tiny_verifier_trains_saves_and_loads(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    views = rng.integers(0, 256, (64, 2, VIEW_SIZE, VIEW_SIZE), dtype=np.uint8)
+    targets = rng.random(64).astype(np.float32)
+    model = train_verifier(views, targets, VerifierTraining(epochs=1, batch_size=16), torch.device("cpu"))
+    path = save_verifier(model, tmp_path / "v.safetensors", "tiny", {"kind": "test"}, {})
+    loaded = DigitVerifier.load(path)
+    ink, _ = two_touching_zeros()
+    lattice = build_lattice(ink)
+    p = loaded.score(ink, lattice)
+    assert p.shape == (len(lattice.candidates),)
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    with torch.inference_mode():
+        x = torch.from_numpy(views[:4].astype(np.float32) / 255)
+        assert torch.allclose(model(x), loaded.model(x))
+
+
+def test_a_digit_model_is_not_a_verifier(checkpoint_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not a digit-verifier"):
+        DigitVerifier.load(checkpoint_path)
+    bad = tmp_path / "garbage.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError):
+        DigitVerifier.load(bad)
+
+
+def test_the_bundled_verifier_is_used_by_default(checkpoint_path: Path) -> None:
+    assert DEFAULT_VERIFIER_CHECKPOINT.is_file()
+    rec = Recognizer.load(checkpoint_path)
+    assert isinstance(rec.verifier, DigitVerifier)
+    meta = rec.verifier.metadata
+    assert meta["training"]["writers"] == f"pendigits {TRAIN_WRITERS.start}-{TRAIN_WRITERS.stop - 1}"
+
+
+def test_a_broken_verifier_file_falls_back_to_the_rules(
+    checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = tmp_path / "digit-verifier.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(recognizer_module, "DEFAULT_VERIFIER_CHECKPOINT", bad)
+    rec = Recognizer.load(checkpoint_path)
+    ink, _ = two_touching_zeros()
+    with caplog.at_level(logging.WARNING, logger="hwr.recognizer"):
+        reading = rec.read(np.rint(255 * (1 - ink)).astype(np.uint8))
+    assert rec.verifier is None
+    assert "without a digit verifier" in caplog.text
+    assert len(reading.digits) >= 1
+
+
+def test_writer_sets_are_disjoint() -> None:
+    train, tune, test = set(TRAIN_WRITERS), set(TUNE_WRITERS), set(TEST_WRITERS)
+    assert not (train & tune or train & test or tune & test)
+    assert train | tune | test == set(range(1, 31))
+
+
+def test_render_number_owner_map(data_dir: Path) -> None:
+    digits = load_pendigits(data_dir)[:40]
+    drawing = render_number(digits[:4], np.random.default_rng(0), touching=True)
+    owner = drawing.owner
+    assert owner.shape == drawing.image.shape[:2]
+    assert set(np.unique(owner)) <= {0, 1, 2, 3, 4}
+    ink = to_ink(drawing.image).ink > 0.25
+    assert (owner[ink] > 0).mean() > 0.99  # every ink pixel belongs to a digit
+    for k, (x0, y0, x1, y1) in enumerate(drawing.boxes, start=1):
+        ys, xs = np.nonzero((owner == k) & ink)
+        assert xs.min() >= x0 - 1 and xs.max() < x1 + 1 and ys.min() >= y0 - 1 and ys.max() < y1 + 1
+
+
+def test_make_examples_from_pendigits(data_dir: Path) -> None:
+    pools = pools_of(load_pendigits(data_dir), TRAIN_WRITERS)
+    assert set(pools) == set(TRAIN_WRITERS)
+    views, targets = make_examples(pools, 4, seed=0)
+    assert views.dtype == np.uint8 and views.shape[1:] == (2, VIEW_SIZE, VIEW_SIZE)
+    assert len(views) == len(targets) > 0
+    assert (targets == 1).any() and (targets == 0).any()
+
+
+def test_train_py_verifier_dry_run(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--verifier", "--dry-run", "--data-dir", str(data_dir), "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert DigitVerifier.load(out).metadata["training"]["kind"] == "digit-verifier"
+
+
+def test_pendigits_corrections_store(data_dir: Path, tmp_path: Path) -> None:
+    """bench/pendigits_corrections.py: single renders plus digits cut from numbers, labelled right."""
+    from hwr.corrections import CorrectionStore
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import pendigits_corrections
+
+    digits = [d for d in load_pendigits(data_dir) if d.writer == 1]
+    store = CorrectionStore(tmp_path / "c", classes=[str(d) for d in range(10)])
+    saved = pendigits_corrections.add_number_digits(store, digits, 4, np.random.default_rng(0))
+    assert saved > 0
+    counts = store.counts()
+    assert sum(counts.values()) == saved and set(counts) <= set("0123456789")
