@@ -150,8 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     vr = ap.add_argument_group("the digit verifier for reading numbers (hwr/verifier.py)")
     vr.add_argument("--verifier", action="store_true",
                     help="train the digit verifier instead of a digit model; --epochs, --lr, --batch-size, --seed apply (default: off)")
-    vr.add_argument("--verifier-numbers", type=int, default=6000,
-                    help="numbers drawn from pendigits writers 1-12 to train it on (default: 6000)")
+    vr.add_argument("--verifier-numbers", type=int, default=5000,
+                    help="numbers drawn from pendigits writers 1-12 to train it on (default: 5000)")
     ft = ap.add_argument_group("fine-tuning on corrections (hwr/finetune.py)")
     ft.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint and fine-tune (default: train from scratch)")
     ft.add_argument("--corrections", metavar="DIR", help="corrections folder to fine-tune on (default: $HWR_CORRECTIONS_DIR, else ./corrections)")

@@ -8,7 +8,7 @@ neither a piece of one nor a digit plus a piece of its neighbour.
 
 Training data comes from the segmenter itself: numbers drawn with `hwr.pendigits.render_number`
 from the digits of pendigits writers TRAIN_WRITERS (touching and not), cut into candidates by
-`build_lattice`, each labelled by its box's overlap with the digits drawn (`label_candidates`).
+`build_lattice`, each labelled by how much of it is one drawn digit (`whole_targets`).
 Writers TUNE_WRITERS tune `hwr.segment`'s constants; writers TEST_WRITERS are what
 `bench/multidigit.py --writers 16-30` reports. Train with `python train.py --verifier`.
 """
@@ -45,16 +45,6 @@ TEST_WRITERS = range(16, 31)
 TARGET_RAMP = (0.55, 0.9)  # see `whole_targets`
 LENGTHS = (1, 2, 3, 4, 5, 6)  # digits per training number, drawn uniformly
 VERIFIER_CONFIG = ModelConfig(arch="cnn", num_classes=2, widths=(16, 32, 64), dropout=0.1, in_channels=2)
-
-
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def whole_targets(
