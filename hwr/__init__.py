@@ -6,6 +6,7 @@ Public API::
     r = Recognizer.load()      # the bundled digit model
     p = r.predict(image)       # p.label, p.probabilities, p.model_input
     n = r.read(image)          # a whole number: n.text, n.digits (each with .bbox), n.confidence
+                               # (read uses the bundled digit verifier, hwr.verifier.DigitVerifier)
 """
 
 from hwr.checkpoint import CheckpointError

@@ -111,6 +111,8 @@ def make_examples(
 
 @dataclass
 class VerifierTraining:
+    """How the bundled verifier was trained (train.py --verifier's defaults)."""
+
     epochs: int = 8
     batch_size: int = 256
     lr: float = 2e-3
@@ -171,6 +173,7 @@ def accuracy(model: nn.Module, views: np.ndarray, targets: np.ndarray) -> float:
 
 
 def verifier_metadata(name: str, training: dict, metrics: dict) -> dict:
+    """Checkpoint metadata of a verifier: its config, classes and the views it reads."""
     return make_metadata(
         name=name, config=VERIFIER_CONFIG, classes=CLASSES, normalization={"mean": 0.0, "std": 1.0},
         preprocess={"recipe": RECIPE}, training=training, metrics=metrics,
@@ -200,6 +203,7 @@ class DigitVerifier:
 
 
 def save_verifier(model: nn.Module, path: str | os.PathLike, name: str, training: dict, metrics: dict) -> Path:
+    """Write a verifier checkpoint (safetensors + metadata, atomically)."""
     return save_checkpoint(model, verifier_metadata(name, training, metrics), path)
 
 
