@@ -50,6 +50,7 @@ from hwr.verifier import VerifierTraining, train_bundled_verifier
 
 
 OUT_DEFAULT = "checkpoints/mnist-cnn.safetensors"
+BATCH_SIZE_DEFAULT = 128  # the bundled model's recipe (the fast preset uses 256)
 # What a checkpoint says about its data when it was not trained on an official training split.
 DATA_NOTES = {
     "emnist-byclass-test-letters": (
@@ -122,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="start the model with a parameter-free layer that shears each input upright "
                          "(hwr.model.deslant); see BENCHMARKS.md for what it does to real drawings (default: off)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 15; 3 when fine-tuning)")
-    ap.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    ap.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {BATCH_SIZE_DEFAULT}; {VerifierTraining.batch_size} with --verifier)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate of the OneCycle schedule (default: 3e-3; 2e-4 when fine-tuning)")
     ap.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default: 5e-4)")
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing (default: 0.05)")
@@ -170,9 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.out = args.out or str(VERIFIER_OUT_DEFAULT)
         args.epochs = args.epochs or VerifierTraining.epochs
         args.lr = args.lr or VerifierTraining.lr
-        if "--batch-size" not in (argv if argv is not None else sys.argv[1:]):
-            args.batch_size = VerifierTraining.batch_size
+        args.batch_size = args.batch_size or VerifierTraining.batch_size
         return args
+    args.batch_size = args.batch_size or BATCH_SIZE_DEFAULT
     if args.out is None:  # never overwrite the bundled digit model with another dataset's model
         args.out = OUT_DEFAULT if args.dataset == "mnist" else f"checkpoints/{args.dataset}-{args.arch}.safetensors"
     if args.epochs is None:

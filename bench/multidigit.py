@@ -45,7 +45,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from hwr.pendigits import PenDigit, load_pendigits, parse_writers, render_number  # noqa: E402
+from hwr.pendigits import PenDigit, load_pendigits, parse_writers, pools_by_writer, render_number  # noqa: E402
 
 log = logging.getLogger("multidigit")
 
@@ -79,14 +79,6 @@ def score_number(truth_label: str, truth_boxes, text: str, boxes) -> dict[str, A
         best = max(matches, default=(0.0, ""))
         digits_right += best[0] >= IOU_MATCH and best[1] == t_label
     return {"exact": text == truth_label, "seg_ok": seg_ok, "digits_right": digits_right}
-
-
-def writer_pools(digits: list[PenDigit], writers: set[int] | None) -> dict[int, list[PenDigit]]:
-    pools: dict[int, list[PenDigit]] = defaultdict(list)
-    for d in digits:
-        if writers is None or d.writer in writers:
-            pools[d.writer].append(d)
-    return dict(pools)
 
 
 def run_set(recognizer: Any, pools: dict[int, list[PenDigit]], counts: dict[int, int], touching: bool, seed: int) -> list[dict[str, Any]]:
@@ -185,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
-    pools = writer_pools(load_pendigits(args.data_dir), parse_writers(args.writers))
+    pools = pools_by_writer(load_pendigits(args.data_dir), parse_writers(args.writers))
     lengths = [2, 3, 4, 5, 6]
     counts = {n: (args.four if n == 4 else args.per_length) for n in lengths}
 

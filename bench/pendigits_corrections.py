@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from hwr.corrections import CorrectionStore  # noqa: E402
 from hwr.number_app import digit_image  # noqa: E402
-from hwr.pendigits import load_pendigits, parse_writers, random_render, render_number  # noqa: E402
+from hwr.pendigits import load_pendigits, parse_writers, pools_by_writer, random_render, render_number  # noqa: E402
 from hwr.preprocess import as_array, to_ink  # noqa: E402
 from hwr.segment import build_lattice  # noqa: E402
 from hwr.verifier import LENGTHS, whole_targets  # noqa: E402
@@ -41,9 +41,7 @@ MIN_TARGET = 0.5  # whole_targets >= this: at least ~72 % of the candidate is on
 
 def add_number_digits(store: CorrectionStore, digits, n_numbers: int, rng: np.random.Generator) -> int:
     """Save the cleanly cut digits of n_numbers drawn numbers; returns how many were saved."""
-    by_writer: dict[int, list] = {}
-    for d in digits:
-        by_writer.setdefault(d.writer, []).append(d)
+    by_writer = pools_by_writer(digits)
     writers = sorted(by_writer)
     saved = 0
     for k in range(n_numbers):

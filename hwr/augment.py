@@ -21,7 +21,8 @@ MNIST_CENTRE = FIELD_CENTRE[0]
 DEFAULT_FLAG_PROB = 0.5  # share of 1s given a flag (add_flags); the bundled model's recipe
 # The bundled recipe's flags, from the flags people draw: on the pendigits 1s (771 of 779 have one) a
 # flag is 0.36-0.85 of the 1's height (median 0.57) and leaves the stem at 10-42 degrees (median 24),
-# on stems slanted 0-22 degrees. (Measured on the strokes; the model never trains on pendigits.)
+# on stems slanted 0-22 degrees. (Measured on the strokes; MNIST training never sees pendigits. The
+# bundled model's second stage, fine-tuning on pendigits writers 1-12, is README's model card.)
 DEFAULT_FLAG_LENGTH = (0.35, 0.85)
 DEFAULT_FLAG_ANGLE = (10.0, 45.0)
 DEFAULT_FLAG_FROM_STEM = True

@@ -212,6 +212,16 @@ def parse_writers(text: str) -> set[int] | None:
     return set(range(first, last + 1))
 
 
+def pools_by_writer(digits: Iterable[PenDigit], writers: Iterable[int] | None = None) -> dict[int, list[PenDigit]]:
+    """writer -> that writer's digits (in file order), for the writers given (None: every writer)."""
+    keep = None if writers is None else set(writers)
+    pools: dict[int, list[PenDigit]] = {}
+    for d in digits:
+        if keep is None or d.writer in keep:
+            pools.setdefault(d.writer, []).append(d)
+    return pools
+
+
 def split_by_writer(
     digits: Iterable[PenDigit], test_writers: Iterable[int]
 ) -> tuple[list[PenDigit], list[PenDigit]]:

@@ -38,6 +38,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from hwr.preprocess import INK_THRESHOLD
 
@@ -593,8 +594,6 @@ VIEW_SPAN = 1.6  # ... of a square window this many digit heights wide, centred 
 def _window(image: np.ndarray, origin: tuple[int, int], x0: float, y0: float, side: float) -> np.ndarray:
     """The square window [x0, x0+side) x [y0, y0+side) (ink-map coordinates) of `image`, whose top-left
     pixel sits at `origin` (x, y); zeros outside it; area-resized to (VIEW_SIZE, VIEW_SIZE)."""
-    from PIL import Image  # lazy: only the verifier needs it
-
     n = max(int(round(side)), 1)
     X0, Y0 = int(round(x0)) - origin[0], int(round(y0)) - origin[1]  # window origin in image pixels
     h, w = image.shape

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from hwr.checkpoint import load_checkpoint, make_metadata, save_checkpoint
 from hwr.model import ModelConfig, build_model
-from hwr.pendigits import PenDigit, render_number
+from hwr.pendigits import PenDigit, pools_by_writer, render_number
 from hwr.preprocess import INK_THRESHOLD, as_array, to_ink
 from hwr.segment import Lattice, build_lattice, candidate_views
 
@@ -95,7 +95,7 @@ def make_examples(
     return (views (N, 2, 28, 28) uint8, targets (N,) float32) of all their candidates."""
     rng = np.random.default_rng(seed)
     writers = sorted(pools)
-    views, labels = [], []
+    views, targets = [], []
     for k in range(n_numbers):
         pool = pools[writers[int(rng.integers(len(writers)))]]
         n = int(rng.choice(LENGTHS))
@@ -103,10 +103,10 @@ def make_examples(
         ink = to_ink(as_array(drawing.image)).ink  # (H, W); 800x300 is never reduced
         lattice = build_lattice(ink)
         views.append(np.rint(255 * candidate_views(ink, lattice)).astype(np.uint8))
-        labels.append(whole_targets(lattice, drawing.owner))
+        targets.append(whole_targets(lattice, drawing.owner))
         if progress and (k + 1) % 1000 == 0:
             progress(k + 1)
-    return np.concatenate(views), np.concatenate(labels)
+    return np.concatenate(views), np.concatenate(targets)
 
 
 @dataclass
@@ -121,15 +121,16 @@ class VerifierTraining:
 
 
 def train_verifier(
-    views: np.ndarray, labels: np.ndarray, cfg: VerifierTraining, device: torch.device,
+    views: np.ndarray, targets: np.ndarray, cfg: VerifierTraining, device: torch.device,
     progress: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Train a fresh verifier on (N, 2, 28, 28) uint8 views and their labels; returns it in eval mode."""
+    """Train a fresh verifier on (N, 2, 28, 28) uint8 views and their (N,) targets in [0, 1]
+    (`whole_targets`); returns it in eval mode."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = build_model(VERIFIER_CONFIG).to(device)
     x_all = torch.from_numpy(views)  # (N, 2, 28, 28) uint8: one tensor in memory, scaled per batch
-    y_all = torch.from_numpy(labels)
+    y_all = torch.from_numpy(targets)
     steps = max(1, len(y_all) // cfg.batch_size) * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
@@ -207,15 +208,6 @@ def save_verifier(model: nn.Module, path: str | os.PathLike, name: str, training
     return save_checkpoint(model, verifier_metadata(name, training, metrics), path)
 
 
-def pools_of(digits: list[PenDigit], writers: range) -> dict[int, list[PenDigit]]:
-    """writer -> that writer's digits, for the writers given."""
-    pools: dict[int, list[PenDigit]] = {}
-    for d in digits:
-        if d.writer in writers:
-            pools.setdefault(d.writer, []).append(d)
-    return pools
-
-
 def train_bundled_verifier(
     digits: list[PenDigit], out: str | os.PathLike, n_numbers: int, cfg: VerifierTraining,
     device: torch.device, dry_run: bool = False, say: Callable[[str], None] = log.info,
@@ -225,10 +217,10 @@ def train_bundled_verifier(
     start = time.perf_counter()
     n_val = 2 if dry_run else 300
     train_x, train_y = make_examples(
-        pools_of(digits, TRAIN_WRITERS), n_numbers, cfg.seed,
+        pools_by_writer(digits, TRAIN_WRITERS), n_numbers, cfg.seed,
         progress=lambda k: say(f"drawn {k}/{n_numbers} numbers ({time.perf_counter() - start:.0f} s)"),
     )
-    val_x, val_y = make_examples(pools_of(digits, TUNE_WRITERS), n_val, cfg.seed + 1)
+    val_x, val_y = make_examples(pools_by_writer(digits, TUNE_WRITERS), n_val, cfg.seed + 1)
     say(f"{len(train_y):,} candidates to train on, {len(val_y):,} to validate "
         f"({time.perf_counter() - start:.0f} s); training {cfg.epochs} epoch(s) on {device}")
     model = train_verifier(

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 import hwr.recognizer as recognizer_module
 from hwr import Recognizer
 from hwr.checkpoint import CheckpointError
-from hwr.pendigits import load_pendigits, render_number
+from hwr.pendigits import load_pendigits, pools_by_writer, render_number
 from hwr.preprocess import to_ink
 from hwr.segment import VIEW_SIZE, build_lattice, candidate_views, choose
 from hwr.verifier import (
@@ -27,7 +27,6 @@ from hwr.verifier import (
     DigitVerifier,
     VerifierTraining,
     make_examples,
-    pools_of,
     save_verifier,
     train_verifier,
     whole_targets,
@@ -167,7 +166,7 @@ def test_render_number_owner_map(data_dir: Path) -> None:
 
 
 def test_make_examples_from_pendigits(data_dir: Path) -> None:
-    pools = pools_of(load_pendigits(data_dir), TRAIN_WRITERS)
+    pools = pools_by_writer(load_pendigits(data_dir), TRAIN_WRITERS)
     assert set(pools) == set(TRAIN_WRITERS)
     views, targets = make_examples(pools, 4, seed=0)
     assert views.dtype == np.uint8 and views.shape[1:] == (2, VIEW_SIZE, VIEW_SIZE)
