@@ -38,14 +38,14 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from hwr.pendigits import PenDigit, load_pendigits, parse_writers, pools_by_writer, render_number  # noqa: E402
+from hwr.pendigits import NumberDrawing, PenDigit, load_pendigits, parse_writers, pools_by_writer, render_number  # noqa: E402
 
 log = logging.getLogger("multidigit")
 
@@ -81,17 +81,22 @@ def score_number(truth_label: str, truth_boxes, text: str, boxes) -> dict[str, A
     return {"exact": text == truth_label, "seg_ok": seg_ok, "digits_right": digits_right}
 
 
+def draw_numbers(pools: dict[int, list[PenDigit]], n: int, count: int, touching: bool, rng: np.random.Generator) -> Iterator[NumberDrawing]:
+    """`count` numbers of n digits, each by one writer picked at random from `pools`."""
+    writer_ids = sorted(pools)
+    for _ in range(count):
+        pool = pools[writer_ids[int(rng.integers(len(writer_ids)))]]
+        chosen = [pool[int(i)] for i in rng.integers(0, len(pool), n)]
+        yield render_number(chosen, rng, touching=touching)
+
+
 def run_set(recognizer: Any, pools: dict[int, list[PenDigit]], counts: dict[int, int], touching: bool, seed: int) -> list[dict[str, Any]]:
     """Draw and read counts[n] numbers of n digits; one record per number."""
     rng = np.random.default_rng([seed, int(touching)])
-    writer_ids = sorted(pools)
     records = []
     for n, count in counts.items():
         t_start = time.perf_counter()
-        for _ in range(count):
-            pool = pools[writer_ids[int(rng.integers(len(writer_ids)))]]
-            chosen = [pool[int(i)] for i in rng.integers(0, len(pool), n)]
-            drawing = render_number(chosen, rng, touching=touching)
+        for drawing in draw_numbers(pools, n, count, touching, rng):
             t0 = time.perf_counter()
             reading = recognizer.read(drawing.image)
             seconds = time.perf_counter() - t0

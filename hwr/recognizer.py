@@ -17,7 +17,7 @@ from hwr.inference import predict_probabilities
 from hwr.checkpoint import CheckpointError
 from hwr.model import deslant
 from hwr.preprocess import EmptyDrawingError, UnknownRecipeError, as_array, ink_to_model_input_for, preprocess_for, recipe_of, to_ink
-from hwr.segment import build_lattice, choose
+from hwr.segment import Lattice, build_lattice, choose
 from hwr.verifier import DEFAULT_VERIFIER_CHECKPOINT, DigitVerifier
 
 log = logging.getLogger(__name__)
@@ -157,14 +157,7 @@ class Recognizer:
         lattice = build_lattice(ink_map.ink)
         if not lattice.candidates:
             raise EmptyDrawingError()
-        inputs = np.zeros((len(lattice.candidates), 28, 28), np.float32)  # (N, 28, 28)
-        readable = np.ones(len(lattice.candidates), bool)
-        for i, c in enumerate(lattice.candidates):
-            try:
-                inputs[i] = ink_to_model_input_for(c.ink, self._preprocess_spec)
-            except EmptyDrawingError:  # a slice of faint pixels only: never chosen
-                readable[i] = False
-        probs = self.predict_inputs(inputs)  # (N, C), one forward pass for every candidate
+        inputs, probs, readable = self.score_candidates(lattice)
         confidences = np.where(readable, probs.max(axis=1), 0.0)
         verifier = self.verifier
         whole = verifier.score(ink_map.ink, lattice) if verifier is not None else None
@@ -180,6 +173,19 @@ class Recognizer:
             p = self._prediction(probs[k], inputs[k])
             digits.append(DigitPrediction(p.label, p.probabilities, p.model_input, bbox, lattice.candidates[k].ink))
         return Reading(digits, len(lattice.candidates))
+
+    def score_candidates(self, lattice: Lattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every candidate of a lattice through this model's preprocessing and one forward pass:
+        (inputs (N, 28, 28), probabilities (N, C), readable (N,) bool; False for a candidate of faint
+        pixels only, whose input stays blank)."""
+        inputs = np.zeros((len(lattice.candidates), 28, 28), np.float32)  # (N, 28, 28)
+        readable = np.ones(len(lattice.candidates), bool)
+        for i, c in enumerate(lattice.candidates):
+            try:
+                inputs[i] = ink_to_model_input_for(c.ink, self._preprocess_spec)
+            except EmptyDrawingError:  # a slice of faint pixels only: never chosen
+                readable[i] = False
+        return inputs, self.predict_inputs(inputs), readable
 
     def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
         """Predict many drawings in one forward pass. Any bad drawing raises, naming its index."""

@@ -66,7 +66,7 @@ SEPARATE_COST = 1.5  # ... cost this much to read as one digit
 # With a verifier (tuned like the constants above, on writers 13-15, see hwr/verifier.py):
 VERIFIED_PENALTY_WEIGHT = 0.0  # the geometric penalties count this much
 VERIFIED_CONFIDENCE_WEIGHT = 1.0  # log recognizer confidence counts this much
-VERIFIED_DIGIT_BONUS = 1.0  # added per digit read: offsets the sum of logs' bias towards fewer digits
+VERIFIED_DIGIT_BONUS = 1.5  # added per digit read: offsets the sum of logs' bias towards fewer digits (tuned on writers 13-15)
 MAX_PIECES = 40  # more separate marks than this is not a number: refuse rather than be slow
 
 

@@ -19,8 +19,14 @@ from hwr.checkpoint import CheckpointError
 from hwr.pendigits import load_pendigits, pools_by_writer, render_number
 from hwr.preprocess import to_ink
 from hwr.segment import VIEW_SIZE, build_lattice, candidate_views, choose
+from hwr.checkpoint import make_metadata, save_checkpoint
+from hwr.model import build_model
 from hwr.verifier import (
+    CLASSES,
     DEFAULT_VERIFIER_CHECKPOINT,
+    NOT_A_DIGIT,
+    RECIPE,
+    VERIFIER_CONFIG,
     TEST_WRITERS,
     TRAIN_WRITERS,
     TUNE_WRITERS,
@@ -28,6 +34,7 @@ from hwr.verifier import (
     VerifierTraining,
     make_examples,
     save_verifier,
+    soft_targets,
     train_verifier,
     whole_targets,
 )
@@ -101,7 +108,8 @@ def test_tiny_verifier_trains_saves_and_loads(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     views = rng.integers(0, 256, (64, 2, VIEW_SIZE, VIEW_SIZE), dtype=np.uint8)
     targets = rng.random(64).astype(np.float32)
-    model = train_verifier(views, targets, VerifierTraining(epochs=1, batch_size=16), torch.device("cpu"))
+    labels = rng.integers(-1, 10, 64)
+    model = train_verifier(views, targets, labels, VerifierTraining(epochs=1, batch_size=16), torch.device("cpu"))
     path = save_verifier(model, tmp_path / "v.safetensors", "tiny", {"kind": "test"}, {})
     loaded = DigitVerifier.load(path)
     ink, _ = two_touching_zeros()
@@ -168,10 +176,46 @@ def test_render_number_owner_map(data_dir: Path) -> None:
 def test_make_examples_from_pendigits(data_dir: Path) -> None:
     pools = pools_by_writer(load_pendigits(data_dir), TRAIN_WRITERS)
     assert set(pools) == set(TRAIN_WRITERS)
-    views, targets = make_examples(pools, 4, seed=0)
+    views, targets, labels = make_examples(pools, 4, seed=0)
     assert views.dtype == np.uint8 and views.shape[1:] == (2, VIEW_SIZE, VIEW_SIZE)
-    assert len(views) == len(targets) > 0
+    assert len(views) == len(targets) == len(labels) > 0
     assert (targets == 1).any() and (targets == 0).any()
+    assert labels.min() >= -1 and labels.max() < NOT_A_DIGIT
+    assert (labels[targets > 0] >= 0).all()  # a candidate that is (mostly) a digit names that digit
+
+
+def test_soft_targets_put_the_whole_target_on_the_digit() -> None:
+    y = soft_targets(np.array([1.0, 0.25, 0.0, 0.7], np.float32), np.array([3, 7, -1, -1]))
+    assert y.shape == (4, len(CLASSES))
+    assert torch.allclose(y.sum(dim=1), torch.ones(4))
+    assert y[0, 3] == 1.0 and y[0, NOT_A_DIGIT] == 0.0
+    assert y[1, 7] == 0.25 and y[1, NOT_A_DIGIT] == 0.75
+    assert y[2, NOT_A_DIGIT] == 1.0 and y[3, NOT_A_DIGIT] == 1.0  # no drawn digit: not a digit
+
+
+def test_the_bundled_verifier_names_digits(data_dir: Path) -> None:
+    """On clean single digits of writers it never saw, the verifier says "one digit" and names it."""
+    verifier = DigitVerifier.load()
+    digits = [d for d in load_pendigits(data_dir) if d.writer in TEST_WRITERS][::50]
+    rng = np.random.default_rng(0)
+    named = whole = 0
+    for d in digits:
+        ink = to_ink(render_number([d], rng).image).ink
+        lattice = build_lattice(ink)
+        k = whole_index(lattice)
+        p = verifier.probabilities(ink, lattice)[k]
+        whole += 1 - p[NOT_A_DIGIT] >= 0.5
+        named += CLASSES[int(p[:NOT_A_DIGIT].argmax())] == d.label
+    assert whole / len(digits) > 0.95 and named / len(digits) > 0.9
+
+
+def test_an_old_two_class_verifier_gets_a_clear_error(tmp_path: Path) -> None:
+    config = VERIFIER_CONFIG.__class__(**{**VERIFIER_CONFIG.__dict__, "num_classes": 2})
+    meta = make_metadata(name="old", config=config, classes=["digit", "not a digit"],
+                         normalization={"mean": 0.0, "std": 1.0}, preprocess={"recipe": RECIPE}, training={}, metrics={})
+    path = save_checkpoint(build_model(config), meta, tmp_path / "old.safetensors")
+    with pytest.raises(CheckpointError, match="retrain it"):
+        DigitVerifier.load(path)
 
 
 def test_train_py_verifier_dry_run(data_dir: Path, tmp_path: Path) -> None:
@@ -197,3 +241,21 @@ def test_pendigits_corrections_store(data_dir: Path, tmp_path: Path) -> None:
     assert saved > 0
     counts = store.counts()
     assert sum(counts.values()) == saved and set(counts) <= set("0123456789")
+
+
+def test_lattice_ceiling_finds_the_right_split() -> None:
+    """bench/lattice_ceiling.py: a path boxing each drawn digit exists for two touching zeros."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import lattice_ceiling
+
+    ink, owner = two_touching_zeros()
+    lattice = build_lattice(ink)
+    boxes = []
+    for k in (1, 2):
+        ys, xs = np.nonzero(owner == k)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    assert lattice_ceiling.path_exists(lattice, boxes, lambda k, i: True)
+    assert not lattice_ceiling.path_exists(lattice, boxes, lambda k, i: False)
+    both = (boxes[0][0], boxes[0][1], boxes[1][2], boxes[1][3])
+    assert lattice_ceiling.path_exists(lattice, [both], lambda k, i: True)  # the pair read as one
+    assert not lattice_ceiling.path_exists(lattice, boxes + [both], lambda k, i: True)  # 3 of 2
