@@ -1,7 +1,8 @@
 """How much of the whole-number error is the lattice's, and how much the choice's?
 
-For the same drawings as `bench/multidigit.py` (4-digit numbers, one writer each, every neighbour
-touching or with gaps), three figures per set:
+For 4-digit numbers drawn the way `bench/multidigit.py` draws them (one writer each, every neighbour
+touching or with gaps; not the same drawings, since multidigit draws its 2- and 3-digit numbers
+first), three figures per set:
 
 * **split in the lattice**: some path of `hwr.segment.build_lattice`'s candidates has as many
   candidates as drawn digits, each box overlapping its digit with IoU >= 0.5 (multidigit's

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hwr.checkpoint import load_checkpoint, make_metadata, save_checkpoint
+from hwr.data import MNIST_CLASSES
 from hwr.model import ModelConfig, build_model
 from hwr.pendigits import PenDigit, pools_by_writer, render_number
 from hwr.preprocess import INK_THRESHOLD, as_array, to_ink
@@ -41,8 +42,7 @@ from hwr.segment import Lattice, build_lattice, candidate_views
 log = logging.getLogger(__name__)
 
 DEFAULT_VERIFIER_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "digit-verifier.safetensors"
-DIGITS = [str(d) for d in range(10)]
-CLASSES = [*DIGITS, "not a digit"]  # outputs 0-9: exactly one digit, that one; output 10: anything else
+CLASSES = [*MNIST_CLASSES, "not a digit"]  # outputs 0-9: exactly one digit, that one; output 10: anything else
 NOT_A_DIGIT = len(CLASSES) - 1
 RECIPE = "segment-views"  # the checkpoint's "preprocess": hwr.segment.candidate_views
 # Pendigits writers (1..30) by use; disjoint so that the reported figures are on unseen people.

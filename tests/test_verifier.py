@@ -3,6 +3,7 @@ targets, a tiny model's train/save/load round trip, safe loading, and how `read`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -210,7 +211,7 @@ def test_the_bundled_verifier_names_digits(data_dir: Path) -> None:
 
 
 def test_an_old_two_class_verifier_gets_a_clear_error(tmp_path: Path) -> None:
-    config = VERIFIER_CONFIG.__class__(**{**VERIFIER_CONFIG.__dict__, "num_classes": 2})
+    config = dataclasses.replace(VERIFIER_CONFIG, num_classes=2)
     meta = make_metadata(name="old", config=config, classes=["digit", "not a digit"],
                          normalization={"mean": 0.0, "std": 1.0}, preprocess={"recipe": RECIPE}, training={}, metrics={})
     path = save_checkpoint(build_model(config), meta, tmp_path / "old.safetensors")
