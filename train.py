@@ -7,6 +7,7 @@
     python train.py --init-from checkpoints/mnist-cnn.safetensors --corrections corrections \
         --out checkpoints/finetuned.safetensors               # fine-tune on saved corrections
     python train.py --verifier --data-dir ../shared/data     # the Number mode's digit verifier
+    python train.py --combine a.safetensors b.safetensors --out ens.safetensors  # an ensemble of trained nets
 
 Speed tricks (each one line):
 - the whole dataset is one uint8 tensor on the device; batches are index gathers, no DataLoader;
@@ -37,8 +38,8 @@ from hwr.augment import (
     DEFAULT_FLAG_RECENTRE,
     augment_for,
 )
-from hwr.checkpoint import make_metadata, save_checkpoint
-from hwr.data import DATASETS, MNIST_NORMALIZATION, default_data_dir, load_dataset, normalization_of
+from hwr.checkpoint import combine_checkpoints, make_metadata, save_checkpoint
+from hwr.data import DATASETS, MNIST_NORMALIZATION, dataset_of, default_data_dir, load_dataset, normalization_of
 from hwr.emnist import TEST_LETTERS_TRAIN_FRACTION
 from hwr.evaluate import evaluate
 from hwr.finetune import FinetuneConfig, finetune
@@ -46,7 +47,8 @@ from hwr.model import ModelConfig, build_model, count_parameters
 from hwr.preprocess import recipe_metadata
 from hwr.training import pick_device, seed_everything, train_one_epoch
 from hwr.verifier import DEFAULT_VERIFIER_CHECKPOINT as VERIFIER_OUT_DEFAULT
-from hwr.verifier import VerifierTraining, train_bundled_verifier
+from hwr.verifier import RECIPE as VERIFIER_RECIPE
+from hwr.verifier import VerifierTraining, describe_metrics, measure_verifier, train_bundled_verifier
 
 
 OUT_DEFAULT = "checkpoints/mnist-cnn.safetensors"
@@ -153,6 +155,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="train the digit verifier instead of a digit model; --epochs, --lr, --batch-size, --seed apply (default: off)")
     vr.add_argument("--verifier-numbers", type=int, default=5000,
                     help="numbers drawn from pendigits writers 1-12 to train it on (default: 5000)")
+    vr.add_argument("--verifier-intact", action=argparse.BooleanOptionalAction, default=VerifierTraining.intact,
+                    help="targets that also require a candidate to leave the other digits whole "
+                         "(hwr.verifier.whole_targets; the bundled verifier averages one of each) (default: %(default)s)")
+    en = ap.add_argument_group("ensembles (hwr.model.Ensemble)")
+    en.add_argument("--combine", nargs="+", metavar="CKPT",
+                    help="combine these trained checkpoints (one config, e.g. other --seed) into one ensemble that "
+                         "averages their probabilities, measure it on the test set and save it to --out; "
+                         "nothing is trained (default: off)")
     ft = ap.add_argument_group("fine-tuning on corrections (hwr/finetune.py)")
     ft.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint and fine-tune (default: train from scratch)")
     ft.add_argument("--corrections", metavar="DIR", help="corrections folder to fine-tune on (default: $HWR_CORRECTIONS_DIR, else ./corrections)")
@@ -165,6 +175,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.set_defaults(**{k: parse_widths(v) if k == "widths" else v for k, v in PRESETS[preset].items()})
     args = ap.parse_args(argv)
     fine = args.init_from is not None
+    if args.combine is not None:
+        if fine or args.verifier:
+            ap.error("--combine makes an ensemble of trained checkpoints; it cannot be combined with --init-from or --verifier")
+        if args.out is None:
+            ap.error("--combine needs --out")
+        return args
     if args.verifier:
         if fine:
             ap.error("--verifier trains a new verifier; it cannot be combined with --init-from")
@@ -247,11 +263,39 @@ def run_verifier(args: argparse.Namespace, device: torch.device) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    cfg = VerifierTraining(epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = VerifierTraining(epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                           intact=args.verifier_intact)
     n_numbers = 8 if args.dry_run else args.verifier_numbers
     path = train_bundled_verifier(digits, args.out, n_numbers, cfg, device, dry_run=args.dry_run,
                                   say=lambda msg: print(msg, flush=True))
     print(f"saved {path}")
+    return 0
+
+
+def run_combine(args: argparse.Namespace, device: torch.device) -> int:
+    """--combine: one ensemble checkpoint from several trained ones, measured on their test set."""
+    out = Path(args.out)
+    try:
+        model, meta = combine_checkpoints(args.combine, args.name or out.stem)
+        model = model.to(device)
+        if meta["preprocess"].get("recipe") == VERIFIER_RECIPE:  # digit verifiers: measured as `--verifier` does
+            from hwr.pendigits import load_pendigits
+
+            meta["metrics"] = measure_verifier(model, load_pendigits(args.data_dir), n_numbers=2 if args.dry_run else 300)
+            measured = describe_metrics(meta["metrics"])
+        else:
+            test = load_dataset(dataset_of(meta["training"].get("dataset") or "mnist-train"), args.data_dir, train=False)
+            if args.dry_run:
+                test.images, test.labels = test.images[:256], test.labels[:256]
+            metrics = evaluate(model, test.images, test.labels, test.classes, meta["normalization"], device=device)
+            meta["metrics"] = {test.name: {k: metrics[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "n")}}
+            measured = f"{test.name} accuracy {metrics['accuracy']:.4f}"
+    except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    meta["training"]["command"] = "python train.py " + " ".join(sys.argv[1:])
+    save_checkpoint(model, meta, out)
+    print(f"saved {out}: {len(args.combine)} members, {measured}", flush=True)
     return 0
 
 
@@ -260,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    if args.combine is not None:
+        return run_combine(args, device)
     if args.verifier:
         return run_verifier(args, device)
     if args.init_from:

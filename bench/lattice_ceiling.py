@@ -7,8 +7,10 @@ first), three figures per set:
 * **split in the lattice**: some path of `hwr.segment.build_lattice`'s candidates has as many
   candidates as drawn digits, each box overlapping its digit with IoU >= 0.5 (multidigit's
   "segmentation right"): the ceiling of segmentation with these cuts;
-* **read in the lattice**: such a path also exists with every candidate read right by the digit
-  model (its top label): the ceiling of exact match with these cuts and this model;
+* **read in the lattice**: such a path also exists with every candidate read right as `read` reads
+  it (the digit model's top label; for a piece cut out of touching ink, the digit model together
+  with the verifier's naming, `hwr.verifier.read_cut_pieces`): the ceiling of exact match with
+  these cuts and these models;
 * **read**: what `Recognizer.read` gets (exact match).
 
 The gap between the last two is lost by the choice (`hwr.segment.choose` with the verifier); the
@@ -38,6 +40,7 @@ from multidigit import IOU_MATCH, default_data_dir, draw_numbers, iou  # noqa: E
 from hwr.pendigits import load_pendigits, parse_writers, pools_by_writer  # noqa: E402
 from hwr.preprocess import as_array, to_ink  # noqa: E402
 from hwr.segment import Lattice, build_lattice  # noqa: E402
+from hwr.verifier import choose_digits  # noqa: E402
 
 
 def path_exists(lattice: Lattice, boxes, allowed) -> bool:
@@ -87,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng([args.seed, int(touching)])  # not multidigit's drawings: it draws 2 and 3 digits first
         split = read_ceiling = read = 0
         for drawing in draw_numbers(pools, 4, args.four, touching, rng):
-            lattice = build_lattice(to_ink(as_array(drawing.image)).ink)
-            _, probs, _ = recognizer.score_candidates(lattice)
+            ink = to_ink(as_array(drawing.image)).ink
+            lattice = build_lattice(ink)
+            _, probs, readable = recognizer.score_candidates(lattice)
+            verifier_probs = recognizer.verifier.probabilities(ink, lattice) if recognizer.verifier else None
+            _, probs = choose_digits(lattice, probs, readable, verifier_probs)  # the probabilities read uses
             labels = [recognizer.classes[int(p.argmax())] for p in probs]
             split += path_exists(lattice, drawing.boxes, lambda k, i: True)
             read_ceiling += path_exists(lattice, drawing.boxes, lambda k, i: labels[k] == drawing.label[i])

@@ -36,7 +36,7 @@ from hwr.segment import build_lattice  # noqa: E402
 from hwr.verifier import LENGTHS, whole_targets  # noqa: E402
 
 
-MIN_TARGET = 0.5  # whole_targets >= this: at least ~72 % of the candidate is one digit, and vice versa
+MIN_TARGET = 0.5  # whole_targets >= this: at least ~72 % of the candidate is one digit, and vice versa, and it holds at most ~28 % of any other digit
 
 
 def add_number_digits(store: CorrectionStore, digits, n_numbers: int, rng: np.random.Generator) -> int:

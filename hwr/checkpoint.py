@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from hwr.fileio import atomic_write
-from hwr.model import ModelConfig, build_model
+from hwr.model import Ensemble, ModelConfig, build_model
 
 METADATA_KEY = "hwr"
 FORMAT_VERSION = 1
@@ -135,3 +135,39 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: weights contain NaN or infinite values in {bad[:5]}.")
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
+
+
+# What members of one ensemble must share: the same outputs, inputs and preprocessing.
+SHARED_KEYS = ("classes", "normalization", "preprocess")
+
+
+def combine_checkpoints(paths: list[str | os.PathLike], name: str) -> tuple[Ensemble, dict[str, Any]]:
+    """Load single-network checkpoints of one config and make them one `Ensemble` (probabilities
+    averaged). Returns (model in eval mode, metadata: the members' config with `members` = their
+    number, and each member's training under training["members"]; metrics are left to the caller
+    to measure). Raises CheckpointError when a file is bad or the members do not match."""
+    if len(paths) < 2:
+        raise CheckpointError("An ensemble needs at least two checkpoints.")
+    loaded = [load_checkpoint(p) for p in paths]
+    first_path, (_, first) = paths[0], loaded[0]
+    config = ModelConfig.from_dict(first["model"])
+    for path, (_, meta) in zip(paths, loaded):
+        if ModelConfig.from_dict(meta["model"]).members != 1:
+            raise CheckpointError(f"{path}: already an ensemble; combine single networks.")
+        if ModelConfig.from_dict(meta["model"]) != config:
+            raise CheckpointError(f"{path}: model config {meta['model']} differs from {first_path}'s {first['model']}.")
+        for key in SHARED_KEYS:
+            if meta[key] != first[key]:
+                raise CheckpointError(f"{path}: its {key} differs from {first_path}'s; members must share it.")
+    model = Ensemble([m for m, _ in loaded]).eval()
+    training = dict(first.get("training", {}))
+    metadata = make_metadata(
+        name=name, config=ModelConfig.from_dict({**config.to_dict(), "members": len(paths)}),
+        classes=first["classes"], normalization=first["normalization"], preprocess=first["preprocess"],
+        training={
+            "kind": "ensemble", "dataset": training.get("dataset"), "test_set": training.get("test_set"),
+            "n_train": training.get("n_train"), "member_files": [str(p) for p in paths],
+            "members": [meta.get("training", {}) for _, meta in loaded],
+        },
+    )
+    return model, metadata

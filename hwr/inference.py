@@ -16,7 +16,8 @@ def predict_probabilities(
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """images (N, 28, 28) uint8 (or float in [0, 1]) -> (N, C) probabilities on the CPU."""
-    model.eval()
+    if model.training:  # checking the flag, not calling eval() every time: that walks every module (~0.15 ms)
+        model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device)

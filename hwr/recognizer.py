@@ -15,10 +15,11 @@ import torch
 from hwr.checkpoint import load_checkpoint
 from hwr.inference import predict_probabilities
 from hwr.checkpoint import CheckpointError
-from hwr.model import deslant
+from hwr.model import deslant, fold_batchnorm
 from hwr.preprocess import EmptyDrawingError, UnknownRecipeError, as_array, ink_to_model_input_for, preprocess_for, recipe_of, to_ink
-from hwr.segment import Lattice, build_lattice, choose
-from hwr.verifier import DEFAULT_VERIFIER_CHECKPOINT, DigitVerifier
+from hwr.data import MNIST_CLASSES
+from hwr.segment import Lattice, build_lattice
+from hwr.verifier import DEFAULT_VERIFIER_CHECKPOINT, NAMING_WEIGHT, DigitVerifier, choose_digits
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class Recognizer:
         verifier: DigitVerifier | None = None,
     ) -> None:
         self.model = model.eval()
+        # What forward passes run: BatchNorm folded into the convolutions and channels_last layout
+        # (~30 % faster convolutions on this project's CPU: 170 vs 247 ms for the 131 candidates of a
+        # touching 4-digit number, one thread); the same outputs up to float rounding.
+        self._inference_model = fold_batchnorm(model).to(memory_format=torch.channels_last)
         # `read`'s judge of where digits end; None = the bundled one, loaded on the first `read`.
         self._verifier = verifier
         self._verifier_lock = threading.Lock()
@@ -133,7 +138,7 @@ class Recognizer:
     def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """(B, 28, 28) model inputs in [0, 1] -> (B, C) probabilities, one forward pass."""
         x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))  # (B, 28, 28)
-        return predict_probabilities(self.model, x, self._normalization, max(len(x), 1), self.device).numpy()
+        return predict_probabilities(self._inference_model, x, self._normalization, max(len(x), 1), self.device).numpy()
 
     def _prediction(self, probs: np.ndarray, model_input: np.ndarray) -> Prediction:
         order = np.argsort(-probs, kind="stable")
@@ -148,8 +153,10 @@ class Recognizer:
         """Read a whole number drawn on one canvas: digits split apart, ordered left to right.
 
         Segmentation (`hwr.segment`) proposes candidate digits; each goes through this model's
-        preprocessing (the same as `predict`) and all are scored in one forward pass; the best
-        consistent split is kept. A single digit gets exactly the model input `predict` gives it.
+        preprocessing (the same as `predict`) and all are scored in one forward pass; the digit
+        verifier judges which are whole digits; the best consistent split is kept. A single digit
+        gets exactly the model input and probabilities `predict` gives it; a digit cut out of
+        touching ink is read by the digit model and the verifier together (`read_cut_pieces`).
         Raises EmptyDrawingError (blank), TooManyPiecesError or ValueError (not an image).
         """
         arr = as_array(image)
@@ -158,10 +165,11 @@ class Recognizer:
         if not lattice.candidates:
             raise EmptyDrawingError()
         inputs, probs, readable = self.score_candidates(lattice)
-        confidences = np.where(readable, probs.max(axis=1), 0.0)
         verifier = self.verifier
-        whole = verifier.score(ink_map.ink, lattice) if verifier is not None else None
-        chosen = choose(lattice, confidences, whole)
+        verifier_probs = verifier.probabilities(ink_map.ink, lattice) if verifier is not None else None  # (N, 11)
+        # The verifier names digits: it helps a digit model (not a letters one) read cut pieces.
+        naming = NAMING_WEIGHT if self.classes == list(MNIST_CLASSES) else 0.0
+        chosen, probs = choose_digits(lattice, probs, readable, verifier_probs, naming)
         if not chosen:
             raise EmptyDrawingError()
         f = ink_map.reduction

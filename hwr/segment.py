@@ -525,7 +525,9 @@ def atom_keeps_whole(lattice: Lattice, confidences: np.ndarray) -> list[bool]:
     return keep
 
 
-def choose(lattice: Lattice, confidences: np.ndarray, whole: np.ndarray | None = None) -> list[int]:
+def choose(
+    lattice: Lattice, confidences: np.ndarray, whole: np.ndarray | None = None, bonus: float = VERIFIED_DIGIT_BONUS
+) -> list[int]:
     """Indices of the candidates that best explain the drawing, left to right.
 
     confidences: (len(candidates),) the recognizer's top probability for each candidate (0 for a
@@ -535,7 +537,7 @@ def choose(lattice: Lattice, confidences: np.ndarray, whole: np.ndarray | None =
 
     * without a verifier: log confidence - penalty - cost of the cut on its left; atoms that
       `atom_keeps_whole` are never cut (the hand-made rules stand in for a verifier);
-    * with one: log confidence + log whole - VERIFIED_PENALTY_WEIGHT x (penalty + cut cost).
+    * with one: log confidence + log whole + bonus - VERIFIED_PENALTY_WEIGHT x (penalty + cut cost).
     """
     n = len(lattice.slices)
     if n == 0:
@@ -543,7 +545,7 @@ def choose(lattice: Lattice, confidences: np.ndarray, whole: np.ndarray | None =
     if whole is not None:
         keep = [False] * len(lattice.atoms)  # the verifier decides where digits end
         log_whole = np.log(np.clip(np.asarray(whole, np.float64), 1e-9, 1.0))
-        weight, conf_weight, bonus = VERIFIED_PENALTY_WEIGHT, VERIFIED_CONFIDENCE_WEIGHT, VERIFIED_DIGIT_BONUS
+        weight, conf_weight = VERIFIED_PENALTY_WEIGHT, VERIFIED_CONFIDENCE_WEIGHT
     else:
         keep = atom_keeps_whole(lattice, confidences)
         log_whole = np.zeros(len(lattice.candidates))
@@ -581,6 +583,16 @@ def choose(lattice: Lattice, confidences: np.ndarray, whole: np.ndarray | None =
         else:
             j = -1 - k
     return chosen[::-1]
+
+
+def whole_marks(lattice: Lattice) -> np.ndarray:
+    """(len(candidates),) bool: True where a candidate is exactly one atom, uncut (a separate mark
+    read whole); False for a piece cut out of touching ink, or several marks taken together."""
+    out = np.zeros(len(lattice.candidates), bool)
+    for k, c in enumerate(lattice.candidates):
+        first, last = lattice.slices[c.first], lattice.slices[c.last - 1]
+        out[k] = first.left is None and last.right is None and first.atom == last.atom
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -165,3 +165,40 @@ def test_bundled_checkpoint_size_and_parameters():
     model, meta = load_checkpoint(DEFAULT_CHECKPOINT)
     assert count_parameters(model) <= 1_000_000
     assert meta["training"]["dataset"] == "mnist-train" and meta["training"]["n_train"] == 60000
+
+
+def test_combined_checkpoints_round_trip_as_one_ensemble(tmp_path):
+    from hwr.checkpoint import combine_checkpoints
+    from hwr.model import Ensemble
+
+    a, _ = tiny_checkpoint(tmp_path / "a.safetensors")
+    torch.manual_seed(1)
+    b = build_model(ModelConfig(widths=(4, 4, 8)))
+    save_checkpoint(b, dict(read_metadata(tmp_path / "a.safetensors"), name="b"), tmp_path / "b.safetensors")
+    model, meta = combine_checkpoints([tmp_path / "a.safetensors", tmp_path / "b.safetensors"], "pair")
+    assert isinstance(model, Ensemble) and meta["model"]["members"] == 2 and meta["name"] == "pair"
+    assert meta["training"]["kind"] == "ensemble" and len(meta["training"]["members"]) == 2
+    save_checkpoint(model, meta, tmp_path / "pair.safetensors")
+    loaded, meta2 = load_checkpoint(tmp_path / "pair.safetensors")
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        mean = (a.eval()(x).softmax(1) + b.eval()(x).softmax(1)) / 2
+        assert torch.allclose(loaded(x).softmax(1), mean, atol=1e-6)
+    assert Recognizer.load(tmp_path / "pair.safetensors").predict(np.eye(40)).label in meta["classes"]
+
+
+def test_combine_refuses_members_that_do_not_match(tmp_path):
+    from hwr.checkpoint import combine_checkpoints
+
+    tiny_checkpoint(tmp_path / "a.safetensors")
+    tiny_checkpoint(tmp_path / "letters.safetensors", classes=[chr(c) for c in range(97, 123)])
+    tiny_checkpoint(tmp_path / "seed.safetensors", arch="seed")
+    with pytest.raises(CheckpointError, match="at least two"):
+        combine_checkpoints([tmp_path / "a.safetensors"], "x")
+    with pytest.raises(CheckpointError, match="config"):
+        combine_checkpoints([tmp_path / "a.safetensors", tmp_path / "seed.safetensors"], "x")
+    with pytest.raises(CheckpointError, match="config|classes"):
+        combine_checkpoints([tmp_path / "a.safetensors", tmp_path / "letters.safetensors"], "x")
+    (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken"):
+        combine_checkpoints([tmp_path / "a.safetensors", tmp_path / "broken.safetensors"], "x")

@@ -118,3 +118,20 @@ def test_frozen_batchnorm_keeps_statistics(tmp_path, store_with_corrections):
     after = result.model.state_dict()
     assert before and all(torch.equal(v, after[k]) for k, v in before.items())
     assert not torch.equal(parent.state_dict()["head.weight"], after["head.weight"])  # but it learnt
+
+
+def test_an_ensemble_fine_tunes_as_one_model(tmp_path, store_with_corrections):
+    """A `train.py --combine` checkpoint fine-tunes like any other: both members learn, their
+    BatchNorm statistics stay, and the child is again a two-member ensemble."""
+    from hwr.checkpoint import combine_checkpoints, save_checkpoint
+
+    a, b = tiny_checkpoint(tmp_path / "a.safetensors"), tiny_checkpoint(tmp_path / "b.safetensors")
+    pair, meta = combine_checkpoints([a, b], "pair")
+    save_checkpoint(pair, meta, tmp_path / "pair.safetensors")
+    result = finetune(tmp_path / "pair.safetensors", store_with_corrections.root, tmp_path,
+                      FinetuneConfig(epochs=1, max_mnist_drop=100.0), replay=fake_mnist(), mnist_test=fake_mnist())
+    before, after = pair.state_dict(), result.model.state_dict()
+    assert result.metadata["model"]["members"] == 2 and result.metadata["parent"] == "pair"
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if "running" in k)
+    assert not torch.equal(before["members.0.head.weight"], after["members.0.head.weight"])
+    assert not torch.equal(before["members.1.head.weight"], after["members.1.head.weight"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwr.model import CompactCNN, ModelConfig, SeedNet, build_model, count_parameters, deslant
+from hwr.model import CompactCNN, Ensemble, ModelConfig, SeedNet, build_model, count_parameters, deslant, fold_batchnorm
 
 
 def test_seed_is_exactly_the_tutorial_network():
@@ -94,3 +94,48 @@ def test_deslant_is_a_parameter_free_switch_of_the_config(arch):
     assert torch.allclose(slanted(x), plain(deslant(x)), atol=1e-5)
     # configs saved before the switch existed rebuild without it
     assert ModelConfig.from_dict({"arch": arch, "num_classes": 10}).deslant is False
+
+
+def test_ensemble_averages_its_members_probabilities():
+    net = build_model(ModelConfig(widths=(4, 4, 8), members=3)).eval()
+    assert isinstance(net, Ensemble) and len(net.members) == 3
+    assert count_parameters(net) == 3 * count_parameters(build_model(ModelConfig(widths=(4, 4, 8))))
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        out = net(x)  # (5, 10) log mean probabilities
+        mean = torch.stack([m(x).softmax(dim=1) for m in net.members]).mean(dim=0)
+    assert out.shape == (5, 10) and torch.isfinite(out).all()
+    assert torch.allclose(out.softmax(dim=1), mean, atol=1e-6)
+    assert torch.allclose(out.exp().sum(dim=1), torch.ones(5), atol=1e-5)  # already log-probabilities
+
+
+def test_ensemble_trains_through_cross_entropy():
+    net = build_model(ModelConfig(widths=(4, 4, 8), members=2))
+    loss = torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 28, 28)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_ensemble_config_round_trip_and_bad_member_count():
+    c = ModelConfig(members=2)
+    assert ModelConfig.from_dict(c.to_dict()) == c
+    assert ModelConfig.from_dict({k: v for k, v in ModelConfig().to_dict().items() if k != "members"}).members == 1
+    with pytest.raises(ValueError, match="members"):
+        build_model(ModelConfig(members=0))
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_fold_batchnorm_gives_the_same_outputs_and_leaves_the_model_alone(members):
+    net = build_model(ModelConfig(widths=(4, 4, 8), members=members))
+    for m in net.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the original is untouched
+    x = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(net(x), folded(x), atol=1e-4)
+        assert torch.allclose(net(x), folded.to(memory_format=torch.channels_last)(x), atol=1e-4)

@@ -104,7 +104,9 @@ def test_bundled_model_reads_drawings_by_unseen_writers(recognizer, data_dir):
 
     from hwr.pendigits import load_pendigits, random_render
 
-    assert "writers 1-12" in recognizer.metadata["training"]["corrections"]
+    training = recognizer.metadata["training"]  # an ensemble: each member fine-tuned on the same corrections
+    assert "writers 1-12" in training["corrections"]
+    assert all(m["kind"] == "finetune" and m["corrections_dir"] == "/tmp/runs/pdc3" for m in training["members"])
     unseen = [d for d in load_pendigits(data_dir) if d.writer >= 13]
     rng = np.random.default_rng(0)
     sample = [unseen[int(i)] for i in rng.choice(len(unseen), 400, replace=False)]

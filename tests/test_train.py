@@ -111,3 +111,20 @@ def test_fast_preset_dry_run_records_its_architecture_and_rebuilds(mnist_dir, tm
     r = Recognizer.load(out)  # the checkpoint alone rebuilds the smaller network
     p = r.predict(np.pad(np.ones((20, 4)), 4))  # a bar: ink on a blank border
     assert abs(sum(p.probabilities.values()) - 1) < 1e-5
+
+
+def test_combine_makes_a_measured_ensemble_checkpoint(mnist_dir, tmp_path):
+    members = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"m{seed}.safetensors"
+        res = run("train.py", "--preset", "fast", "--dry-run", "--no-progress", "--data-dir", str(mnist_dir), "--out", str(out), "--seed", seed)
+        assert res.returncode == 0, res.stderr
+        members.append(str(out))
+    out = tmp_path / "ens.safetensors"
+    res = run("train.py", "--combine", *members, "--dry-run", "--data-dir", str(mnist_dir), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    meta = read_metadata(out)
+    assert meta["model"]["members"] == 2 and meta["training"]["member_files"] == members
+    assert 0.0 <= meta["metrics"]["mnist-test"]["accuracy"] <= 1.0
+    res = run("train.py", "--combine", members[0], "--out", str(tmp_path / "one.safetensors"))
+    assert res.returncode == 2 and "at least two" in res.stderr and not (tmp_path / "one.safetensors").exists()

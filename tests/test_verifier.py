@@ -19,7 +19,7 @@ from hwr import Recognizer
 from hwr.checkpoint import CheckpointError
 from hwr.pendigits import load_pendigits, pools_by_writer, render_number
 from hwr.preprocess import to_ink
-from hwr.segment import VIEW_SIZE, build_lattice, candidate_views, choose
+from hwr.segment import VIEW_SIZE, build_lattice, candidate_views, choose, whole_marks
 from hwr.checkpoint import make_metadata, save_checkpoint
 from hwr.model import build_model
 from hwr.verifier import (
@@ -34,6 +34,7 @@ from hwr.verifier import (
     DigitVerifier,
     VerifierTraining,
     make_examples,
+    read_cut_pieces,
     save_verifier,
     soft_targets,
     train_verifier,
@@ -95,6 +96,24 @@ def test_targets_one_for_clean_cuts_zero_for_the_pair_and_pieces() -> None:
     assert all(targets[i] == 0.0 for i in narrow)  # slivers are not digits
 
 
+def test_target_is_zero_for_a_candidate_that_swallows_a_thin_neighbour() -> None:
+    """A "1" touching a "0" has about a quarter of the pair's ink: by purity alone the pair would be
+    three quarters one "0" (target ~0.5). Holding (nearly) all of another drawn digit makes it 0."""
+    one, zero = Image.new("L", (800, 300), 0), Image.new("L", (800, 300), 0)
+    ImageDraw.Draw(one).line((180, 80, 180, 220), fill=255, width=STROKE)
+    ImageDraw.Draw(zero).ellipse((185, 80, 305, 220), outline=255, width=STROKE)
+    a, b = np.asarray(one), np.asarray(zero)
+    owner = np.where(b > a, 2, np.where(a > 0, 1, 0)).astype(np.uint8)
+    ink = to_ink(255 - np.maximum(a, b)).ink
+    lattice = build_lattice(ink)
+    assert len(lattice.cluster_starts) == 1  # one blob of ink
+    targets, owners = whole_targets(lattice, owner, return_owner=True)
+    pair = whole_index(lattice)
+    assert owners[pair] == 2  # most of its ink is the "0" ...
+    assert targets[pair] == 0.0  # ... but it holds the whole "1" too
+    assert targets[owners == 1].max() >= 0.75 and targets[owners == 2].max() >= 0.95  # (nearly) clean cuts exist
+
+
 def test_choose_with_a_verifier_splits_where_it_says() -> None:
     ink, owner = two_touching_zeros()
     lattice = build_lattice(ink)
@@ -137,7 +156,11 @@ def test_the_bundled_verifier_is_used_by_default(checkpoint_path: Path) -> None:
     rec = Recognizer.load(checkpoint_path)
     assert isinstance(rec.verifier, DigitVerifier)
     meta = rec.verifier.metadata
-    assert meta["training"]["writers"] == f"pendigits {TRAIN_WRITERS.start}-{TRAIN_WRITERS.stop - 1}"
+    # Two networks averaged (hwr.model.Ensemble): one trained without, one with the "intact" targets.
+    assert meta["model"]["members"] == 2 and meta["training"]["kind"] == "ensemble"
+    members = meta["training"]["members"]
+    assert all(m["writers"] == f"pendigits {TRAIN_WRITERS.start}-{TRAIN_WRITERS.stop - 1}" for m in members)
+    assert [m.get("intact", False) for m in members] == [False, True]
 
 
 def test_a_broken_verifier_file_falls_back_to_the_rules(
@@ -219,14 +242,85 @@ def test_an_old_two_class_verifier_gets_a_clear_error(tmp_path: Path) -> None:
         DigitVerifier.load(path)
 
 
-def test_train_py_verifier_dry_run(data_dir: Path, tmp_path: Path) -> None:
+def test_train_py_verifier_dry_run_and_combine(data_dir: Path, tmp_path: Path) -> None:
+    def train_py(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "train.py", *args, "--data-dir", str(data_dir)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
     out = tmp_path / "v.safetensors"
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--verifier", "--dry-run", "--data-dir", str(data_dir), "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
+    proc = train_py("--verifier", "--dry-run", "--no-verifier-intact", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert DigitVerifier.load(out).metadata["training"]["kind"] == "digit-verifier"
+    training = DigitVerifier.load(out).metadata["training"]
+    assert training["kind"] == "digit-verifier" and training["intact"] is False
+    both = tmp_path / "pair.safetensors"
+    proc = train_py("--combine", str(out), str(out), "--dry-run", "--out", str(both))
+    assert proc.returncode == 0, proc.stderr
+    pair = DigitVerifier.load(both)  # an ensemble of verifiers is a verifier
+    assert pair.metadata["model"]["members"] == 2 and "pendigits-13-15-clear-candidates" in pair.metadata["metrics"]
+    ink, _ = two_touching_zeros()
+    lattice = build_lattice(ink)
+    single = DigitVerifier.load(out)
+    assert np.allclose(pair.probabilities(ink, lattice), single.probabilities(ink, lattice), atol=1e-5)  # same member twice
+
+
+def test_intact_off_gives_the_first_members_targets() -> None:
+    """Without the intact term a pair that is mostly one digit keeps a positive target (how the first
+    member of the bundled verifier was trained); with it, the target is 0."""
+    one, zero = Image.new("L", (800, 300), 0), Image.new("L", (800, 300), 0)
+    ImageDraw.Draw(one).line((180, 80, 180, 220), fill=255, width=STROKE)
+    ImageDraw.Draw(zero).ellipse((185, 80, 305, 220), outline=255, width=STROKE)
+    a, b = np.asarray(one), np.asarray(zero)
+    owner = np.where(b > a, 2, np.where(a > 0, 1, 0)).astype(np.uint8)
+    lattice = build_lattice(to_ink(255 - np.maximum(a, b)).ink)
+    pair = whole_index(lattice)
+    assert whole_targets(lattice, owner, intact=False)[pair] > 0.0
+    assert whole_targets(lattice, owner)[pair] == 0.0
+
+
+def test_whole_marks_are_separate_marks_read_whole() -> None:
+    ink, _ = two_touching_zeros()  # one blob, cut into slices
+    canvas = np.zeros((300, 800), np.float32)
+    canvas[:, :] = ink
+    canvas[100:200, 600:612] = 1.0  # a separate "1"
+    lattice = build_lattice(canvas)
+    marks = whole_marks(lattice)
+    assert marks.shape == (len(lattice.candidates),)
+    for k, c in enumerate(lattice.candidates):
+        first, last = lattice.slices[c.first], lattice.slices[c.last - 1]
+        uncut = first.left is None and last.right is None and first.atom == last.atom
+        assert marks[k] == uncut
+    assert marks.sum() == 2  # the "1", and the blob taken whole
+    assert (~marks).sum() >= 2  # pieces of the blob
+
+
+def test_read_cut_pieces_keeps_whole_marks_and_mixes_in_the_verifier_for_pieces() -> None:
+    digit = np.array([[0.6, 0.4] + [0.0] * 8, [0.6, 0.4] + [0.0] * 8], np.float32)  # (2, 10): "0" or "1"?
+    verifier = np.zeros((2, len(CLASSES)), np.float32)
+    verifier[:, 1], verifier[:, NOT_A_DIGIT] = 0.45, 0.5  # the verifier says "1" (and half "not a digit")
+    verifier[:, 0] = 0.05
+    out = read_cut_pieces(digit, verifier, np.array([True, False]))
+    assert np.array_equal(out[0], digit[0])  # a whole mark: the digit model's reading, untouched
+    assert out[1].argmax() == 1 and np.isclose(out[1].sum(), 1.0)  # a cut piece: the verifier tips it
+    assert np.allclose(read_cut_pieces(digit, verifier, np.array([False, False]), weight=0.0), digit)
+    assert np.isfinite(read_cut_pieces(np.eye(10, dtype=np.float32)[:2], np.zeros((2, 11), np.float32), np.zeros(2, bool))).all()
+
+
+def test_read_mixes_the_verifier_only_into_cut_pieces(checkpoint_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single digit's reading is exactly `predict`'s; with the naming weight at 0, `read` of touching
+    digits is the digit model's own reading of the pieces."""
+    rec = Recognizer.load(checkpoint_path)
+    image = np.full((300, 300), 255, np.uint8)
+    image[60:240, 140:156] = 0
+    single, whole = rec.read(image).digits[0], rec.predict(image)
+    assert single.label == whole.label and single.probabilities == pytest.approx(whole.probabilities, abs=1e-6)
+    ink, _ = two_touching_zeros()
+    drawing = np.rint(255 * (1 - ink)).astype(np.uint8)
+    mixed = rec.read(drawing)
+    monkeypatch.setattr(recognizer_module, "NAMING_WEIGHT", 0.0)
+    plain = rec.read(drawing)
+    assert mixed.text and plain.text  # both read something; the probabilities of cut pieces differ
+    if len(mixed.digits) == len(plain.digits) == 2:
+        assert any(a.probabilities != pytest.approx(b.probabilities) for a, b in zip(mixed.digits, plain.digits))
 
 
 def test_pendigits_corrections_store(data_dir: Path, tmp_path: Path) -> None:
@@ -260,3 +354,16 @@ def test_lattice_ceiling_finds_the_right_split() -> None:
     both = (boxes[0][0], boxes[0][1], boxes[1][2], boxes[1][3])
     assert lattice_ceiling.path_exists(lattice, [both], lambda k, i: True)  # the pair read as one
     assert not lattice_ceiling.path_exists(lattice, boxes + [both], lambda k, i: True)  # 3 of 2
+
+
+def test_tune_reading_bench_replays_the_choice(data_dir: Path) -> None:
+    """bench/tune_reading.py: the tuning writers only, and one line per (bonus, naming) pair."""
+    proc = subprocess.run(
+        [sys.executable, "bench/tune_reading.py", "--data-dir", str(data_dir), "--seeds", "3", "--four", "2",
+         "--per-length", "0", "--bonus", "1.5", "--naming", "0,0.5"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.strip().startswith("bonus")]
+    assert len(rows) == 2 and all("touching" in r and "% of 2" in r for r in rows)
+    assert "writers 13-15" in proc.stdout
