@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from hwr.inference import predict_probabilities
 from hwr.metrics import classification_report, confusion_matrix, format_confusion
+from hwr.model import inference_copy
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def evaluate(
     device: str | torch.device = "cpu",
 ) -> dict:
     """Metrics dict (see hwr.metrics.classification_report) plus `loss` (mean cross-entropy)."""
-    probs = predict_probabilities(model, images, normalization, batch_size, device)
+    probs = predict_probabilities(inference_copy(model), images, normalization, batch_size, device)
     return report_from_probabilities(probs, labels, classes)
 
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     norm = meta["normalization"]
     images = repreprocess(data.images, meta["preprocess"]) if args.preprocess else data.images
-    probs = predict_probabilities(model, images, norm, args.batch_size, args.device)  # once, for report and plots
+    probs = predict_probabilities(inference_copy(model), images, norm, args.batch_size, args.device)  # once, for report and plots
     report = report_from_probabilities(probs, labels, meta["classes"])
     report.update(checkpoint=str(args.checkpoint), model=meta["name"], dataset=data.name,
                   input="preprocessed" if args.preprocess else "as stored")

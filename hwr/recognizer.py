@@ -15,7 +15,7 @@ import torch
 from hwr.checkpoint import load_checkpoint
 from hwr.inference import predict_probabilities
 from hwr.checkpoint import CheckpointError
-from hwr.model import deslant, fold_batchnorm
+from hwr.model import deslant, inference_copy
 from hwr.preprocess import EmptyDrawingError, UnknownRecipeError, as_array, ink_to_model_input_for, preprocess_for, recipe_of, to_ink
 from hwr.data import MNIST_CLASSES
 from hwr.segment import Lattice, build_lattice
@@ -87,7 +87,7 @@ class Recognizer:
         # What forward passes run: BatchNorm folded into the convolutions and channels_last layout
         # (~30 % faster convolutions on this project's CPU: 170 vs 247 ms for the 131 candidates of a
         # touching 4-digit number, one thread); the same outputs up to float rounding.
-        self._inference_model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+        self._inference_model = inference_copy(model)
         # `read`'s judge of where digits end; None = the bundled one, loaded on the first `read`.
         self._verifier = verifier
         self._verifier_lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwr.model import CompactCNN, Ensemble, ModelConfig, SeedNet, build_model, count_parameters, deslant, fold_batchnorm
+from hwr.model import CompactCNN, Ensemble, ModelConfig, SeedNet, build_model, count_parameters, deslant, fold_batchnorm, inference_copy
 
 
 def test_seed_is_exactly_the_tutorial_network():
@@ -139,3 +139,21 @@ def test_fold_batchnorm_gives_the_same_outputs_and_leaves_the_model_alone(member
     with torch.no_grad():
         assert torch.allclose(net(x), folded(x), atol=1e-4)
         assert torch.allclose(net(x), folded.to(memory_format=torch.channels_last)(x), atol=1e-4)
+
+
+def test_inference_copy_predicts_as_the_model_in_eval_mode_and_leaves_it_training():
+    """evaluate() measures through inference_copy while train.py keeps training the original."""
+    net = build_model(ModelConfig(widths=(4, 4, 8), members=2))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = inference_copy(net)
+    assert net.training and not fast.training  # the original's mode is not changed
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    x = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        out = fast(x)
+        assert out.shape == (6, 10) and torch.isfinite(out).all()
+        assert torch.allclose(net.eval()(x), out, atol=1e-4)
