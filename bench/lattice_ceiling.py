@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for touching in (False, True):
         rng = np.random.default_rng([args.seed, int(touching)])  # not multidigit's drawings: it draws 2 and 3 digits first
         split = read_ceiling = read = 0
-        for drawing in draw_numbers(pools, 4, args.four, touching, rng):
+        for _, drawing in draw_numbers(pools, 4, args.four, touching, rng):
             ink = to_ink(as_array(drawing.image)).ink
             lattice = build_lattice(ink)
             _, probs, readable = recognizer.score_candidates(lattice)

@@ -18,7 +18,8 @@ segmentation constants were tuned on writers 13-15, so every figure is on people
 Each drawing goes through `Recognizer.read`. Reported per set and number length: exact match of the
 whole number; segmentation right (as many digits as drawn, and each box overlapping its true digit
 with IoU >= 0.5); exact match among those (recognition alone); per-digit accuracy (a drawn digit
-counts as right when a box with IoU >= 0.5 covers it and its label is right).
+counts as right when a box with IoU >= 0.5 covers it and its label is right); and per set, the
+writers with most numbers read wrong (one person's style, or everyone's?).
 
     python bench/multidigit.py                      # bundled model and verifier, writers 16-30, seed 0
     python bench/multidigit.py --verifier none      # the hand-made rules instead of the verifier
@@ -36,7 +37,7 @@ import platform
 import shlex
 import sys
 import time
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -81,13 +82,14 @@ def score_number(truth_label: str, truth_boxes, text: str, boxes) -> dict[str, A
     return {"exact": text == truth_label, "seg_ok": seg_ok, "digits_right": digits_right}
 
 
-def draw_numbers(pools: dict[int, list[PenDigit]], n: int, count: int, touching: bool, rng: np.random.Generator) -> Iterator[NumberDrawing]:
-    """`count` numbers of n digits, each by one writer picked at random from `pools`."""
+def draw_numbers(pools: dict[int, list[PenDigit]], n: int, count: int, touching: bool, rng: np.random.Generator) -> Iterator[tuple[int, NumberDrawing]]:
+    """`count` numbers of n digits, each by one writer picked at random from `pools`: (writer, drawing)."""
     writer_ids = sorted(pools)
     for _ in range(count):
-        pool = pools[writer_ids[int(rng.integers(len(writer_ids)))]]
+        writer = writer_ids[int(rng.integers(len(writer_ids)))]
+        pool = pools[writer]
         chosen = [pool[int(i)] for i in rng.integers(0, len(pool), n)]
-        yield render_number(chosen, rng, touching=touching)
+        yield writer, render_number(chosen, rng, touching=touching)
 
 
 def run_set(recognizer: Any, pools: dict[int, list[PenDigit]], counts: dict[int, int], touching: bool, seed: int) -> list[dict[str, Any]]:
@@ -96,13 +98,13 @@ def run_set(recognizer: Any, pools: dict[int, list[PenDigit]], counts: dict[int,
     records = []
     for n, count in counts.items():
         t_start = time.perf_counter()
-        for drawing in draw_numbers(pools, n, count, touching, rng):
+        for writer, drawing in draw_numbers(pools, n, count, touching, rng):
             t0 = time.perf_counter()
             reading = recognizer.read(drawing.image)
             seconds = time.perf_counter() - t0
             rec = score_number(drawing.label, drawing.boxes, reading.text, reading.boxes)
             rec.update(
-                n=n, label=drawing.label, text=reading.text, any_touching=any(drawing.touching),
+                n=n, writer=writer, label=drawing.label, text=reading.text, any_touching=any(drawing.touching),
                 seconds=seconds, candidates=reading.candidates,
             )
             records.append(rec)
@@ -141,6 +143,16 @@ def report(records_by_set: dict[str, list[dict[str, Any]]], lengths: list[int]) 
     return out
 
 
+def wrong_by_writer(records_by_set: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, int]]]:
+    """Per set, the writers with most numbers read wrong (all lengths): is a miss one person's style?"""
+    out = {}
+    for name, recs in records_by_set.items():
+        total = Counter(r["writer"] for r in recs)
+        wrong = Counter(r["writer"] for r in recs if not r["exact"])
+        out[name] = [{"writer": w, "numbers": total[w], "wrong": c} for w, c in wrong.most_common(5)]
+    return out
+
+
 def report_text(result: dict[str, Any]) -> str:
     lines = [
         f"command: {result['command']}",
@@ -159,6 +171,10 @@ def report_text(result: dict[str, Any]) -> str:
                 f"{name:<28} {key:>6} {s['n']:>7} {100 * s['exact']:7.2f}% {100 * s['seg_ok']:8.2f}% "
                 f"{100 * s['exact_given_seg_ok']:8.2f}% {100 * s['per_digit']:8.2f}% {s['median_ms']:6.0f}"
             )
+    lines.append("")
+    for name, worst in result["wrong_by_writer"].items():
+        most = ", ".join(f"writer {w['writer']}: {w['wrong']} of {w['numbers']}" for w in worst) or "none"
+        lines.append(f"{name}: most numbers wrong by writer: {most}")
     return "\n".join(lines)
 
 
@@ -215,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "seconds": round(time.perf_counter() - t0, 1),
         "summary": report(records, lengths),
+        "wrong_by_writer": wrong_by_writer(records),
         "mistakes": [
-            {"set": s, "label": r["label"], "text": r["text"], "seg_ok": r["seg_ok"]}
+            {"set": s, "writer": r["writer"], "label": r["label"], "text": r["text"], "seg_ok": r["seg_ok"]}
             for s, recs in records.items() for r in recs if not r["exact"]
         ][:200],
     }

@@ -4,7 +4,8 @@ Every digit of pendigits-orig.tra (7,494 digits, 30 writers) is rendered with
 `hwr.pendigits.random_render`: a black round brush on a white, then on a transparent canvas of
 280-800 px, the digit 35-85 % of the canvas height anywhere on it, brush 2-6 % of the canvas.
 Both backgrounds use the same seed, hence the same geometry per digit: they differ only in the
-background. Reports accuracy per background and per digit, and the most frequent confusions.
+background. Reports accuracy per background and per digit, the most frequent confusions, and the
+writers with most errors.
 
     python bench/pendigits_accuracy.py                     # bundled model, all 7,494 digits
     python bench/pendigits_accuracy.py --writers 13-30     # only writers the bundled model never saw
@@ -52,11 +53,14 @@ def select(digits: list[PenDigit], n: int | None, seed: int) -> list[PenDigit]:
 
 
 def evaluate(recognizer: Any, digits: list[PenDigit], background: str, seed: int, batch_size: int) -> dict[str, Any]:
-    """Render every digit on `background` and predict; accuracy overall and per digit."""
+    """Render every digit on `background` and predict; accuracy overall and per digit, and the
+    writers with most errors (a style one person has, e.g. a long-flagged 1, shows up there)."""
     rng = np.random.default_rng(seed)
     correct: Counter[str] = Counter()
     total: Counter[str] = Counter()
     confusions: Counter[tuple[str, str]] = Counter()
+    by_writer: Counter[int] = Counter()
+    wrong_by_writer: Counter[int] = Counter()
     render_s = predict_s = 0.0
     for start in range(0, len(digits), batch_size):
         chunk = digits[start : start + batch_size]
@@ -69,10 +73,12 @@ def evaluate(recognizer: Any, digits: list[PenDigit], background: str, seed: int
         predict_s += t2 - t1
         for d, p in zip(chunk, preds):
             total[d.label] += 1
+            by_writer[d.writer] += 1
             if p.label == d.label:
                 correct[d.label] += 1
             else:
                 confusions[(d.label, p.label)] += 1
+                wrong_by_writer[d.writer] += 1
         log.info("%s: %d/%d", background, min(start + batch_size, len(digits)), len(digits))
     n = sum(total.values())
     return {
@@ -82,6 +88,9 @@ def evaluate(recognizer: Any, digits: list[PenDigit], background: str, seed: int
         "per_digit": {k: {"n": total[k], "accuracy": correct[k] / total[k]} for k in LABELS if total[k]},
         "top_confusions": [
             {"true": t, "predicted": p, "count": c} for (t, p), c in confusions.most_common(10)
+        ],
+        "writers_most_wrong": [
+            {"writer": w, "n": by_writer[w], "wrong": c} for w, c in wrong_by_writer.most_common(5)
         ],
         "render_seconds": round(render_s, 2),
         "predict_seconds": round(predict_s, 2),
@@ -109,6 +118,8 @@ def report_text(result: dict[str, Any]) -> str:
             f"{r['background']}: top confusions (true->predicted): {conf}; "
             f"render {r['render_seconds']} s, predict {r['predict_seconds']} s"
         )
+        most = ", ".join(f"writer {w['writer']}: {w['wrong']} of {w['n']}" for w in r["writers_most_wrong"]) or "none"
+        lines.append(f"{r['background']}: most errors by writer: {most}")
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ def score_drawings(recognizer, verifier, pools, seed: int, four: int, per_length
     for touching in (False, True):
         rng = np.random.default_rng([seed, int(touching)])  # as multidigit.run_set
         for n, count in counts.items():
-            for drawing in draw_numbers(pools, n, count, touching, rng):
+            for _, drawing in draw_numbers(pools, n, count, touching, rng):
                 ink = to_ink(as_array(drawing.image)).ink
                 lattice = build_lattice(ink)
                 _, probs, readable = recognizer.score_candidates(lattice)

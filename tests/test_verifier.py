@@ -367,3 +367,40 @@ def test_tune_reading_bench_replays_the_choice(data_dir: Path) -> None:
     rows = [line for line in proc.stdout.splitlines() if line.strip().startswith("bonus")]
     assert len(rows) == 2 and all("touching" in r and "% of 2" in r for r in rows)
     assert "writers 13-15" in proc.stdout
+
+
+def test_multidigit_counts_misread_numbers_by_writer() -> None:
+    """bench/multidigit.py: the writers with most misread numbers, per set, most first."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import multidigit
+
+    recs = [{"writer": w, "exact": ok} for w, ok in [(28, False), (28, False), (28, True), (21, False), (16, True)]]
+    worst = multidigit.wrong_by_writer({"gaps": recs, "touching": []})
+    assert worst["gaps"] == [{"writer": 28, "numbers": 3, "wrong": 2}, {"writer": 21, "numbers": 1, "wrong": 1}]
+    assert worst["touching"] == []
+
+
+def test_pendigits_accuracy_names_the_writers_with_most_errors(data_dir: Path) -> None:
+    """bench/pendigits_accuracy.py: a recognizer that reads every 1 as 7 is wrong on each writer's 1s."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import pendigits_accuracy
+
+    digits = [d for d in load_pendigits(data_dir) if d.writer in (1, 2)][:60]
+    ones = Counter(d.writer for d in digits if d.label == "1")
+    assert ones  # the sample holds 1s to misread
+
+    class ReadsOnesAsSevens:
+        """Answers in the order evaluate() renders the digits: the true label, but 7 for a 1."""
+
+        def __init__(self) -> None:
+            self.labels = iter("7" if d.label == "1" else d.label for d in digits)
+
+        def predict_batch(self, images: list) -> list:
+            return [SimpleNamespace(label=next(self.labels)) for _ in images]
+
+    result = pendigits_accuracy.evaluate(ReadsOnesAsSevens(), digits, "white", seed=0, batch_size=16)
+    assert {w["writer"]: w["wrong"] for w in result["writers_most_wrong"]} == dict(ones)
+    assert all(w["n"] == sum(d.writer == w["writer"] for d in digits) for w in result["writers_most_wrong"])
