@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -382,7 +383,6 @@ def test_multidigit_counts_misread_numbers_by_writer() -> None:
 
 def test_pendigits_accuracy_names_the_writers_with_most_errors(data_dir: Path) -> None:
     """bench/pendigits_accuracy.py: a recognizer that reads every 1 as 7 is wrong on each writer's 1s."""
-    from collections import Counter
     from types import SimpleNamespace
 
     sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -404,3 +404,15 @@ def test_pendigits_accuracy_names_the_writers_with_most_errors(data_dir: Path) -
     result = pendigits_accuracy.evaluate(ReadsOnesAsSevens(), digits, "white", seed=0, batch_size=16)
     assert {w["writer"]: w["wrong"] for w in result["writers_most_wrong"]} == dict(ones)
     assert all(w["n"] == sum(d.writer == w["writer"] for d in digits) for w in result["writers_most_wrong"])
+
+
+def test_personal_finetune_splits_each_class_and_keeps_the_rest_apart(data_dir: Path) -> None:
+    """bench/personal_finetune.py: K corrections per class from one writer, never measured on."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import personal_finetune
+
+    own = [d for d in load_pendigits(data_dir) if d.writer == 28]
+    corrected, rest = personal_finetune.split_own_digits(own, 3, seed=0)
+    assert sorted(Counter(d.label for d in corrected).values()) == [3] * 10
+    assert len(corrected) + len(rest) == len(own)
+    assert not {id(d) for d in corrected} & {id(d) for d in rest}
