@@ -38,12 +38,10 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from multidigit import default_data_dir  # noqa: E402
 
 from hwr.corrections import CorrectionStore  # noqa: E402
-from hwr.data import load_dataset  # noqa: E402
+from hwr.data import MNIST_CLASSES, load_dataset  # noqa: E402
 from hwr.finetune import FinetuneConfig, finetune  # noqa: E402
 from hwr.pendigits import PenDigit, load_pendigits, parse_writers, random_render  # noqa: E402
 from hwr.recognizer import DEFAULT_CHECKPOINT, Recognizer  # noqa: E402
-
-LABELS = "0123456789"
 
 
 def split_own_digits(digits: list[PenDigit], per_digit: int, seed: int) -> tuple[list[PenDigit], list[PenDigit]]:
@@ -51,7 +49,7 @@ def split_own_digits(digits: list[PenDigit], per_digit: int, seed: int) -> tuple
     rng = np.random.default_rng(seed)
     corrected: list[PenDigit] = []
     rest: list[PenDigit] = []
-    for label in LABELS:
+    for label in MNIST_CLASSES:
         pool = [d for d in digits if d.label == label]
         order = rng.permutation(len(pool))
         corrected += [pool[i] for i in order[:per_digit]]
@@ -74,7 +72,7 @@ def right(recognizer: Recognizer, inputs: np.ndarray, labels: list[str]) -> np.n
 
 def save_corrections(root: Path, digits: list[PenDigit], seed: int) -> CorrectionStore:
     """Save each digit as the app would: one canvas render, labelled, through CorrectionStore."""
-    store = CorrectionStore(root, classes=list(LABELS))
+    store = CorrectionStore(root, classes=MNIST_CLASSES)
     rng = np.random.default_rng(seed)
     for d in digits:
         store.add(random_render(d, rng), d.label, source="pendigits", writer=d.writer)
@@ -110,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for writer in writers:
         own = [d for d in pool if d.writer == writer]
-        corrected, _ = split_own_digits(own, args.per_digit, args.seed)
-        taken = {id(d) for d in corrected}
-        own_rest = np.array([d.writer == writer and id(d) not in taken for d in pool])
+        corrected, rest = split_own_digits(own, args.per_digit, args.seed)
+        measured = {id(d) for d in rest}
+        own_rest = np.array([id(d) in measured for d in pool])
         others = np.array([d.writer != writer for d in pool])
         with tempfile.TemporaryDirectory() as tmp:
             store = save_corrections(Path(tmp) / "corrections", corrected, args.seed)
